@@ -1,0 +1,643 @@
+//! Cheetah-style coefficient encoding of matrix-vector products (USENIX Security 2022).
+//!
+//! Inputs are cut into blocks of `in_block` values, each encrypted as sum_k x_k X^k. Outputs are
+//! cut into blocks of `out_block` rows; weight block (i, j) is encoded as
+//! sum_{r,k} W[r][k] X^(r*in_block + in_block - 1 - k), so coefficient r*in_block + in_block - 1
+//! of the product is the dot product of row r with the input block. Because
+//! in_block * out_block <= N, the highest degree reached is < N + in_block - 1 and the
+//! negacyclic wrap lands strictly below in_block - 1, the lowest useful position.
+
+use rand_core::CryptoRng;
+use rayon::prelude::*;
+
+use crate::error::RlweError;
+use crate::params::{MAX_ABS_INPUT, MIN_NOISE_SIGMAS, Params, RING_DEGREE};
+use crate::poly::to_residue;
+use crate::rlwe::{
+    ResultCiphertext, SecretKey, UploadCiphertext, decrypt_rows, encrypt_coefficients, expand_mask,
+};
+use crate::wire::{result_ciphertext_bytes, upload_ciphertext_bytes};
+
+/// How an n_out x n_in product is cut into ciphertexts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MatrixLayout {
+    n_in: usize,
+    n_out: usize,
+    in_block: usize,
+    out_block: usize,
+    log2_t: u32,
+    result_bits: u32,
+}
+
+impl MatrixLayout {
+    /// The block sizes that minimise bytes on the wire (uploads plus downloads) for one input
+    /// vector; ties go to fewer ciphertext products.
+    pub fn choose(params: &Params, n_in: usize, n_out: usize) -> Result<Self, RlweError> {
+        if n_in == 0 || n_out == 0 {
+            return Err(RlweError::EmptyMatrix { n_out, n_in });
+        }
+        let mut best: Option<(usize, usize, Self)> = None;
+        for uploads in 1..=n_in {
+            let in_block = n_in.div_ceil(uploads);
+            if in_block > RING_DEGREE || n_in.div_ceil(in_block) != uploads {
+                continue;
+            }
+            let widest = n_out.min(RING_DEGREE / in_block).min(params.max_out_block());
+            // Same ciphertext count with evenly filled blocks.
+            let out_block = n_out.div_ceil(n_out.div_ceil(widest));
+            let layout = Self::with_blocks(params, n_in, n_out, in_block, out_block)?;
+            let cost = (
+                layout.upload_bytes() + layout.download_bytes(),
+                layout.upload_cts() * layout.download_cts(),
+            );
+            if best.as_ref().is_none_or(|(bytes, products, _)| cost < (*bytes, *products)) {
+                best = Some((cost.0, cost.1, layout));
+            }
+        }
+        Ok(best.expect("uploads = ceil(n_in / N) always yields a layout").2)
+    }
+
+    /// A layout with explicit block sizes (in_block * out_block <= N and out_block within the
+    /// noise budget of `params`).
+    pub fn with_blocks(
+        params: &Params,
+        n_in: usize,
+        n_out: usize,
+        in_block: usize,
+        out_block: usize,
+    ) -> Result<Self, RlweError> {
+        if n_in == 0 || n_out == 0 {
+            return Err(RlweError::EmptyMatrix { n_out, n_in });
+        }
+        let fits_ring = in_block >= 1
+            && out_block >= 1
+            && in_block <= n_in
+            && out_block <= n_out
+            && in_block * out_block <= RING_DEGREE;
+        if !fits_ring || out_block > params.max_out_block() {
+            return Err(RlweError::LayoutMismatch {
+                what: "block sizes",
+                detail: format!(
+                    "{out_block} x {in_block} blocks for a {n_out} x {n_in} matrix, ring degree \
+                     {RING_DEGREE}, at most {} rows per result",
+                    params.max_out_block()
+                ),
+            });
+        }
+        Ok(Self {
+            n_in,
+            n_out,
+            in_block,
+            out_block,
+            log2_t: params.log2_plaintext_modulus(),
+            result_bits: params.result_modulus_bits(),
+        })
+    }
+
+    pub fn n_in(&self) -> usize {
+        self.n_in
+    }
+
+    pub fn n_out(&self) -> usize {
+        self.n_out
+    }
+
+    pub fn in_block(&self) -> usize {
+        self.in_block
+    }
+
+    pub fn out_block(&self) -> usize {
+        self.out_block
+    }
+
+    /// Upload ciphertexts per input vector.
+    pub fn upload_cts(&self) -> usize {
+        self.n_in.div_ceil(self.in_block)
+    }
+
+    /// Result ciphertexts per input vector.
+    pub fn download_cts(&self) -> usize {
+        self.n_out.div_ceil(self.out_block)
+    }
+
+    /// Output rows carried by result ciphertext `block` (the last one may be short).
+    pub fn rows_in_block(&self, block: usize) -> usize {
+        self.out_block.min(self.n_out.saturating_sub(block * self.out_block))
+    }
+
+    /// Bytes sent client -> miner per input vector.
+    pub fn upload_bytes(&self) -> usize {
+        self.upload_cts() * upload_ciphertext_bytes()
+    }
+
+    /// Bytes sent miner -> client per input vector.
+    pub fn download_bytes(&self) -> usize {
+        (0..self.download_cts())
+            .map(|block| result_ciphertext_bytes(self.result_bits, self.rows_in_block(block)))
+            .sum()
+    }
+
+    fn check_params(&self, what: &'static str, params: &Params) -> Result<(), RlweError> {
+        if self.log2_t == params.log2_plaintext_modulus() {
+            Ok(())
+        } else {
+            Err(RlweError::WrongParameters {
+                what,
+                expected: params.log2_plaintext_modulus(),
+                found: self.log2_t,
+            })
+        }
+    }
+}
+
+/// A public weight matrix pre-encoded in NTT form (once, at model load) for one layout.
+pub struct EncodedMatrix {
+    params: Params,
+    layout: MatrixLayout,
+    /// Block (out i, in j) at [(i * upload_cts + j) * N ..][..N]: NTT of the centred weight
+    /// polynomial times N^-1, so products need no normalisation pass.
+    blocks: Vec<u64>,
+}
+
+/// An upload ciphertext with its mask expanded, both halves in NTT form.
+struct TransformedInput {
+    a: Vec<u64>,
+    b: Vec<u64>,
+}
+
+impl EncodedMatrix {
+    /// Encodes `weights` (n_out x n_in, row major). Fails if a row could push a product beyond
+    /// the bound of `params` or if an output block would exceed the noise budget.
+    pub fn encode(
+        params: &Params,
+        layout: &MatrixLayout,
+        weights_row_major: &[i8],
+    ) -> Result<Self, RlweError> {
+        layout.check_params("matrix layout", params)?;
+        let (n_in, n_out) = (layout.n_in, layout.n_out);
+        if weights_row_major.len() != n_in * n_out {
+            return Err(RlweError::WrongLength {
+                what: "weights",
+                expected: n_in * n_out,
+                actual: weights_row_major.len(),
+            });
+        }
+        let rows: Vec<&[i8]> = weights_row_major.chunks_exact(n_in).collect();
+        for (row, weights) in rows.iter().enumerate() {
+            let row_bound =
+                weights.iter().map(|&w| u64::from(w.unsigned_abs())).sum::<u64>() * MAX_ABS_INPUT;
+            if row_bound > params.product_bound() {
+                return Err(RlweError::WeightsExceedBound {
+                    row,
+                    row_bound,
+                    bound: params.product_bound(),
+                });
+            }
+        }
+        for block in rows.chunks(layout.out_block) {
+            let energy: f64 =
+                block.iter().flat_map(|r| r.iter()).map(|&w| f64::from(w).powi(2)).sum();
+            let sigmas = params.noise_sigmas(energy);
+            if sigmas < MIN_NOISE_SIGMAS {
+                return Err(RlweError::NoiseBudgetExceeded { sigmas, required: MIN_NOISE_SIGMAS });
+            }
+        }
+        let uploads = layout.upload_cts();
+        let mut blocks = vec![0u64; layout.download_cts() * uploads * RING_DEGREE];
+        blocks.par_chunks_mut(RING_DEGREE).enumerate().for_each(|(index, poly)| {
+            let (out_index, in_index) = (index / uploads, index % uploads);
+            let row_range =
+                out_index * layout.out_block..n_out.min((out_index + 1) * layout.out_block);
+            let col_start = in_index * layout.in_block;
+            let col_end = n_in.min(col_start + layout.in_block);
+            for (local_row, row) in rows[row_range].iter().enumerate() {
+                for (local_col, &w) in row[col_start..col_end].iter().enumerate() {
+                    let degree = local_row * layout.in_block + layout.in_block - 1 - local_col;
+                    poly[degree] = to_residue(i64::from(w));
+                }
+            }
+            params.ntt().forward(poly);
+            params.ntt().scale_by_inverse_n(poly);
+        });
+        Ok(Self { params: params.clone(), layout: layout.clone(), blocks })
+    }
+
+    pub fn layout(&self) -> &MatrixLayout {
+        &self.layout
+    }
+
+    /// Resident size of the encoded weights.
+    pub fn memory_bytes(&self) -> usize {
+        self.blocks.len() * size_of::<u64>()
+    }
+
+    /// W x for one encrypted input vector: one result ciphertext per output block.
+    pub fn apply(&self, inputs: &[UploadCiphertext]) -> Result<Vec<ResultCiphertext>, RlweError> {
+        let mut results = self.apply_slices(&[inputs])?;
+        Ok(results.pop().unwrap_or_default())
+    }
+
+    /// W x for many input vectors (prefill tokens, many users) in parallel; the weights are
+    /// streamed once per output block for all vectors.
+    pub fn apply_batch(
+        &self,
+        inputs: &[Vec<UploadCiphertext>],
+    ) -> Result<Vec<Vec<ResultCiphertext>>, RlweError> {
+        let slices: Vec<&[UploadCiphertext]> = inputs.iter().map(Vec::as_slice).collect();
+        self.apply_slices(&slices)
+    }
+
+    fn apply_slices(
+        &self,
+        vectors: &[&[UploadCiphertext]],
+    ) -> Result<Vec<Vec<ResultCiphertext>>, RlweError> {
+        for inputs in vectors {
+            self.check_inputs(inputs)?;
+        }
+        let uploads = self.layout.upload_cts();
+        let transformed: Vec<TransformedInput> = vectors
+            .par_iter()
+            .flat_map_iter(|inputs| inputs.iter())
+            .map(|ct| self.transform(ct))
+            .collect();
+        let downloads = self.layout.download_cts();
+        let count = vectors.len();
+        // Output-block-major order: consecutive tasks share a weight block row (cache reuse).
+        let flat: Vec<ResultCiphertext> = (0..downloads * count)
+            .into_par_iter()
+            .map(|task| {
+                let (out_index, vector) = (task / count, task % count);
+                self.output_block(&transformed[vector * uploads..][..uploads], out_index)
+            })
+            .collect();
+        let mut results: Vec<Vec<ResultCiphertext>> =
+            (0..count).map(|_| Vec::with_capacity(downloads)).collect();
+        for (task, ct) in flat.into_iter().enumerate() {
+            results[task % count].push(ct);
+        }
+        Ok(results)
+    }
+
+    fn check_inputs(&self, inputs: &[UploadCiphertext]) -> Result<(), RlweError> {
+        if inputs.len() != self.layout.upload_cts() {
+            return Err(RlweError::WrongLength {
+                what: "upload ciphertexts per input vector",
+                expected: self.layout.upload_cts(),
+                actual: inputs.len(),
+            });
+        }
+        for ct in inputs {
+            if ct.log2_t != self.params.log2_plaintext_modulus() {
+                return Err(RlweError::WrongParameters {
+                    what: "upload ciphertext",
+                    expected: self.params.log2_plaintext_modulus(),
+                    found: ct.log2_t,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn transform(&self, ct: &UploadCiphertext) -> TransformedInput {
+        let ntt = self.params.ntt();
+        let mut a = expand_mask(&ct.seed);
+        let mut b = ct.b.clone();
+        ntt.forward(&mut a);
+        ntt.forward(&mut b);
+        TransformedInput { a, b }
+    }
+
+    fn output_block(&self, inputs: &[TransformedInput], out_index: usize) -> ResultCiphertext {
+        let ntt = self.params.ntt();
+        let uploads = self.layout.upload_cts();
+        let mut acc_a = vec![0u64; RING_DEGREE];
+        let mut acc_b = vec![0u64; RING_DEGREE];
+        let weight_row = &self.blocks[out_index * uploads * RING_DEGREE..][..uploads * RING_DEGREE];
+        for (input, weights) in inputs.iter().zip(weight_row.chunks_exact(RING_DEGREE)) {
+            ntt.mul_accumulate(&mut acc_a, &input.a, weights);
+            ntt.mul_accumulate(&mut acc_b, &input.b, weights);
+        }
+        ntt.inverse_unscaled(&mut acc_a);
+        ntt.inverse_unscaled(&mut acc_b);
+        ResultCiphertext::switch_down(
+            &self.params,
+            self.layout.in_block,
+            self.layout.out_block,
+            self.layout.rows_in_block(out_index),
+            &acc_a,
+            &acc_b,
+        )
+    }
+}
+
+/// Client: encrypts an input vector of length n_in block by block.
+pub fn encrypt_vector<R: CryptoRng + ?Sized>(
+    key: &SecretKey,
+    layout: &MatrixLayout,
+    x: &[i8],
+    rng: &mut R,
+) -> Result<Vec<UploadCiphertext>, RlweError> {
+    layout.check_params("matrix layout", key.params())?;
+    if x.len() != layout.n_in {
+        return Err(RlweError::WrongLength {
+            what: "input vector",
+            expected: layout.n_in,
+            actual: x.len(),
+        });
+    }
+    Ok(x.chunks(layout.in_block).map(|block| encrypt_coefficients(key, block, rng)).collect())
+}
+
+/// Client: decrypts the n_out dot products W x. Any value beyond the product bound of the key's
+/// parameters is reported: an honest miner cannot produce one, while a garbage result passes
+/// with probability at most 1/2 per value (see [`Params::for_product_bound`]).
+pub fn decrypt_products(
+    key: &SecretKey,
+    layout: &MatrixLayout,
+    results: &[ResultCiphertext],
+) -> Result<Vec<i64>, RlweError> {
+    let params = key.params();
+    layout.check_params("matrix layout", params)?;
+    if results.len() != layout.download_cts() {
+        return Err(RlweError::WrongLength {
+            what: "result ciphertexts",
+            expected: layout.download_cts(),
+            actual: results.len(),
+        });
+    }
+    let bound = params.product_bound();
+    let mut products = Vec::with_capacity(layout.n_out);
+    for (block, ct) in results.iter().enumerate() {
+        if ct.log2_t != layout.log2_t {
+            return Err(RlweError::WrongParameters {
+                what: "result ciphertext",
+                expected: layout.log2_t,
+                found: ct.log2_t,
+            });
+        }
+        let expected_rows = layout.rows_in_block(block);
+        if (ct.in_block, ct.out_block, ct.rows())
+            != (layout.in_block, layout.out_block, expected_rows)
+        {
+            return Err(RlweError::LayoutMismatch {
+                what: "result ciphertext",
+                detail: format!(
+                    "block {block} has {} rows of {} x {} blocks, layout expects {expected_rows} rows of {} x {}",
+                    ct.rows(),
+                    ct.out_block,
+                    ct.in_block,
+                    layout.out_block,
+                    layout.in_block
+                ),
+            });
+        }
+        for value in decrypt_rows(key, ct) {
+            if value.unsigned_abs() > bound {
+                return Err(RlweError::ResultOutOfBound { index: products.len(), value, bound });
+            }
+            products.push(value);
+        }
+    }
+    Ok(products)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::params::MAX_ABS_WEIGHT;
+    use rand_chacha::ChaCha20Rng;
+    use rand_core::{Rng, SeedableRng};
+
+    fn random_i8(rng: &mut ChaCha20Rng, len: usize, low: i8) -> Vec<i8> {
+        (0..len).map(|_| (rng.next_u32() as u8 as i8).max(low)).collect()
+    }
+
+    fn plain_products(weights: &[i8], x: &[i8]) -> Vec<i64> {
+        weights
+            .chunks_exact(x.len())
+            .map(|row| row.iter().zip(x).map(|(&w, &v)| i64::from(w) * i64::from(v)).sum())
+            .collect()
+    }
+
+    fn i8_bound(n_in: usize) -> u64 {
+        MAX_ABS_WEIGHT * MAX_ABS_INPUT * n_in as u64
+    }
+
+    /// Encrypts, multiplies (through the wire formats) and decrypts each of `inputs`.
+    fn encrypted_products(
+        params: &Params,
+        n_out: usize,
+        weights: &[i8],
+        inputs: &[Vec<i8>],
+    ) -> Vec<Vec<i64>> {
+        let n_in = inputs[0].len();
+        let mut rng = ChaCha20Rng::seed_from_u64(7);
+        let key = SecretKey::generate(params, &mut rng);
+        let layout = MatrixLayout::choose(params, n_in, n_out).unwrap();
+        let matrix = EncodedMatrix::encode(params, &layout, weights).unwrap();
+        let uploads: Vec<Vec<UploadCiphertext>> = inputs
+            .iter()
+            .map(|x| {
+                encrypt_vector(&key, &layout, x, &mut rng)
+                    .unwrap()
+                    .iter()
+                    .map(|ct| UploadCiphertext::from_bytes(params, &ct.to_bytes()).unwrap())
+                    .collect()
+            })
+            .collect();
+        matrix
+            .apply_batch(&uploads)
+            .unwrap()
+            .iter()
+            .map(|results| {
+                let received: Vec<ResultCiphertext> = results
+                    .iter()
+                    .map(|ct| {
+                        ResultCiphertext::from_bytes(params, &layout, &ct.to_bytes()).unwrap()
+                    })
+                    .collect();
+                decrypt_products(&key, &layout, &received).unwrap()
+            })
+            .collect()
+    }
+
+    fn check_shape(n_out: usize, n_in: usize) {
+        let mut rng = ChaCha20Rng::seed_from_u64((n_out * 100_000 + n_in) as u64);
+        let params = Params::for_product_bound(i8_bound(n_in)).unwrap();
+        let weights = random_i8(&mut rng, n_out * n_in, -127);
+        let inputs = vec![
+            random_i8(&mut rng, n_in, i8::MIN),
+            vec![i8::MIN; n_in],
+            (0..n_in).map(|k| if k % 2 == 0 { i8::MAX } else { i8::MIN }).collect(),
+        ];
+        let decrypted = encrypted_products(&params, n_out, &weights, &inputs);
+        for (x, products) in inputs.iter().zip(&decrypted) {
+            assert_eq!(products, &plain_products(&weights, x), "{n_out} x {n_in}");
+        }
+    }
+
+    #[test]
+    fn smollm2_attention_shape_is_exact() {
+        check_shape(576, 576);
+    }
+
+    #[test]
+    fn smollm2_fused_qkv_shape_is_exact() {
+        check_shape(960, 576);
+    }
+
+    #[test]
+    fn smollm2_fused_gate_up_shape_is_exact() {
+        check_shape(3072, 576);
+    }
+
+    #[test]
+    fn smollm2_down_shape_is_exact() {
+        check_shape(576, 1536);
+    }
+
+    #[test]
+    fn wide_2048_by_8192_is_exact() {
+        check_shape(2048, 8192);
+    }
+
+    #[test]
+    fn worst_case_magnitudes_at_the_widest_input_are_exact() {
+        let (n_out, n_in) = (96, 8192);
+        let params = Params::for_product_bound(i8_bound(n_in)).unwrap();
+        // Rows of +-127 meet inputs of -128 (extreme products) and alternating signs.
+        let weights: Vec<i8> = (0..n_out * n_in)
+            .map(|i| if (i / n_in) % 3 == 0 || i % 2 == 0 { 127 } else { -127 })
+            .collect();
+        let inputs = vec![
+            vec![i8::MIN; n_in],
+            (0..n_in).map(|k| if k % 2 == 0 { i8::MIN } else { 127 }).collect(),
+        ];
+        let decrypted = encrypted_products(&params, n_out, &weights, &inputs);
+        let extreme = plain_products(&weights, &inputs[0]);
+        assert!(extreme.iter().any(|p| p.unsigned_abs() == params.product_bound()));
+        for (x, products) in inputs.iter().zip(&decrypted) {
+            assert_eq!(products, &plain_products(&weights, x));
+        }
+    }
+
+    #[test]
+    fn tiny_and_ragged_shapes_are_exact() {
+        for (n_out, n_in) in [(1, 1), (3, 5), (7, 2049), (2049, 3)] {
+            let mut rng = ChaCha20Rng::seed_from_u64(n_in as u64);
+            let params = Params::for_product_bound(i8_bound(n_in)).unwrap();
+            let weights = random_i8(&mut rng, n_out * n_in, -127);
+            let x = random_i8(&mut rng, n_in, i8::MIN);
+            let decrypted = encrypted_products(&params, n_out, &weights, std::slice::from_ref(&x));
+            assert_eq!(decrypted[0], plain_products(&weights, &x), "{n_out} x {n_in}");
+        }
+    }
+
+    #[test]
+    fn layout_blocks_fit_the_ring_and_minimise_bytes() {
+        let params = Params::for_product_bound(i8_bound(576)).unwrap();
+        let layout = MatrixLayout::choose(&params, 576, 576).unwrap();
+        assert!(layout.in_block() * layout.out_block() <= RING_DEGREE);
+        let total = layout.upload_bytes() + layout.download_bytes();
+        for in_block in [1, 8, 32, 64, 576] {
+            let out_block = (RING_DEGREE / in_block).min(576);
+            let other = MatrixLayout::with_blocks(&params, 576, 576, in_block, out_block).unwrap();
+            assert!(total <= other.upload_bytes() + other.download_bytes());
+        }
+        assert!(MatrixLayout::with_blocks(&params, 576, 576, 64, 33).is_err());
+        assert!(matches!(MatrixLayout::choose(&params, 0, 5), Err(RlweError::EmptyMatrix { .. })));
+    }
+
+    struct Session {
+        params: Params,
+        key: SecretKey,
+        layout: MatrixLayout,
+        matrix: EncodedMatrix,
+        weights: Vec<i8>,
+        x: Vec<i8>,
+        uploads: Vec<UploadCiphertext>,
+    }
+
+    fn session(n_out: usize, n_in: usize) -> Session {
+        let mut rng = ChaCha20Rng::seed_from_u64(99);
+        let params = Params::for_product_bound(i8_bound(n_in)).unwrap();
+        let key = SecretKey::generate(&params, &mut rng);
+        let layout = MatrixLayout::choose(&params, n_in, n_out).unwrap();
+        let weights = random_i8(&mut rng, n_out * n_in, -127);
+        let matrix = EncodedMatrix::encode(&params, &layout, &weights).unwrap();
+        let x = random_i8(&mut rng, n_in, i8::MIN);
+        let uploads = encrypt_vector(&key, &layout, &x, &mut rng).unwrap();
+        Session { params, key, layout, matrix, weights, x, uploads }
+    }
+
+    #[test]
+    fn a_wrong_secret_key_fails_the_range_check() {
+        let s = session(576, 576);
+        let results = s.matrix.apply(&s.uploads).unwrap();
+        assert_eq!(
+            decrypt_products(&s.key, &s.layout, &results).unwrap(),
+            plain_products(&s.weights, &s.x)
+        );
+        let other_key = SecretKey::generate(&s.params, &mut ChaCha20Rng::seed_from_u64(1234));
+        assert!(matches!(
+            decrypt_products(&other_key, &s.layout, &results),
+            Err(RlweError::ResultOutOfBound { .. })
+        ));
+    }
+
+    #[test]
+    fn garbage_results_fail_the_range_check() {
+        let s = session(576, 576);
+        let mut rng = ChaCha20Rng::seed_from_u64(5);
+        let mask = (1u64 << s.params.result_modulus_bits()) - 1;
+        let mut results = s.matrix.apply(&s.uploads).unwrap();
+        for ct in &mut results {
+            ct.a.iter_mut().chain(ct.b.iter_mut()).for_each(|v| *v = rng.next_u64() & mask);
+        }
+        assert!(matches!(
+            decrypt_products(&s.key, &s.layout, &results),
+            Err(RlweError::ResultOutOfBound { .. })
+        ));
+        // A flipped high bit of one mask coefficient shifts many products by a multiple of Delta'.
+        let mut results = s.matrix.apply(&s.uploads).unwrap();
+        results[0].a[17] ^= 1 << (s.params.result_modulus_bits() - 2);
+        assert!(matches!(
+            decrypt_products(&s.key, &s.layout, &results),
+            Err(RlweError::ResultOutOfBound { .. })
+        ));
+    }
+
+    #[test]
+    fn mismatched_inputs_are_rejected() {
+        let s = session(64, 300);
+        assert!(matches!(
+            s.matrix.apply(&s.uploads[1..]),
+            Err(RlweError::WrongLength { what: "upload ciphertexts per input vector", .. })
+        ));
+        assert!(matches!(
+            encrypt_vector(&s.key, &s.layout, &s.x[1..], &mut ChaCha20Rng::seed_from_u64(0)),
+            Err(RlweError::WrongLength { what: "input vector", .. })
+        ));
+        assert!(matches!(
+            EncodedMatrix::encode(&s.params, &s.layout, &s.weights[1..]),
+            Err(RlweError::WrongLength { what: "weights", .. })
+        ));
+        let results = s.matrix.apply(&s.uploads).unwrap();
+        assert!(matches!(
+            decrypt_products(&s.key, &s.layout, &results[1..]),
+            Err(RlweError::WrongLength { what: "result ciphertexts", .. })
+        ));
+        let other_params = Params::for_product_bound(i8_bound(4096)).unwrap();
+        let other_layout = MatrixLayout::choose(&other_params, 300, 64).unwrap();
+        assert!(matches!(
+            EncodedMatrix::encode(&s.params, &other_layout, &s.weights),
+            Err(RlweError::WrongParameters { .. })
+        ));
+        let narrow = Params::for_product_bound(1000).unwrap();
+        let narrow_layout = MatrixLayout::choose(&narrow, 300, 64).unwrap();
+        assert!(matches!(
+            EncodedMatrix::encode(&narrow, &narrow_layout, &s.weights),
+            Err(RlweError::WeightsExceedBound { .. })
+        ));
+    }
+}

@@ -1,0 +1,239 @@
+//! Parameter set and its noise analysis (README "Noise analysis" derives every formula here).
+
+use std::fmt;
+use std::sync::{Arc, OnceLock};
+
+use crate::error::RlweError;
+use crate::ntt::Ntt;
+
+/// Ring degree N of R_q = Z_q[X]/(X^N+1).
+pub const RING_DEGREE: usize = 2048;
+
+/// q = 4194295 * 2^32 + 1, the largest prime below 2^54 that is 1 mod 2^32. Being 1 mod every
+/// power-of-two t up to 2^32 makes Delta = (q-1)/t exact, so the scaled plaintext error
+/// (q mod t) * m / q that floor(q/t) would add vanishes; 1 mod 2N makes it NTT-friendly.
+pub const CIPHERTEXT_MODULUS: u64 = 0x003f_fff7_0000_0001;
+
+/// Bits of [`CIPHERTEXT_MODULUS`], the width of a packed upload coefficient.
+pub const CIPHERTEXT_MODULUS_BITS: u32 = 54;
+
+/// Largest supported log2 t: q = 1 mod 2^32 only up to here, and decryption lifts a'*s
+/// exactly through q, which needs N * q' < q.
+pub const MAX_LOG2_PLAINTEXT_MODULUS: u32 = 32;
+
+/// Results are switched to q' = t * 2^10: 2^9 of room for the switch's rounding noise, whose
+/// worst-case-secret bound is 8 * sqrt((N+1)/4) ~ 181, plus the scaled-down product noise.
+pub const MOD_SWITCH_HEADROOM_BITS: u32 = 10;
+
+/// Error distribution: centred binomial with eta = 21 (variance 10.5, sigma 3.24 >= 3.19).
+pub const ERROR_ETA: u32 = 21;
+pub const ERROR_VARIANCE: f64 = ERROR_ETA as f64 / 2.0;
+
+/// Required margin in standard deviations of the (sub-Gaussian) decryption noise. The tail
+/// bound 2 exp(-k^2/2) gives a failure probability below 2^-45 per coefficient at k = 8.
+pub const MIN_NOISE_SIGMAS: f64 = 8.0;
+
+/// Largest |weight| the i8 per-channel weights use; bounds sum w^2 by 127 * |W_r|_1.
+pub const MAX_ABS_WEIGHT: u64 = 127;
+
+/// Largest |activation| of an i8 input.
+pub const MAX_ABS_INPUT: u64 = 128;
+
+/// Why these parameters are at least 128-bit secure.
+pub const SECURITY_NOTE: &str = "RLWE with N = 2048, one 54-bit prime q = 4194295*2^32+1 \
+(log2 q < 54), uniform ternary secret, centred binomial error (eta = 21, sigma = 3.24): \
+inside the HomomorphicEncryption.org standard (2018) table for 128-bit classical security \
+(N = 2048 allows log2 q <= 54 for ternary and Gaussian sigma ~ 3.2 secrets). Secret-key \
+encryption only; the public a is expanded from a fresh 32-byte seed with ChaCha20. Results are \
+mod-switched to a smaller modulus, which only lowers the attacker's advantage.";
+
+fn shared_ntt() -> Arc<Ntt> {
+    static NTT: OnceLock<Arc<Ntt>> = OnceLock::new();
+    NTT.get_or_init(|| {
+        Arc::new(
+            Ntt::new(RING_DEGREE, CIPHERTEXT_MODULUS)
+                .expect("CIPHERTEXT_MODULUS is an NTT-friendly prime (checked by a test)"),
+        )
+    })
+    .clone()
+}
+
+/// A parameter set: ring, ciphertext modulus q, plaintext modulus t, result modulus q'.
+#[derive(Clone)]
+pub struct Params {
+    log2_t: u32,
+    product_bound: u64,
+    max_out_block: usize,
+    ntt: Arc<Ntt>,
+}
+
+impl fmt::Debug for Params {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Params")
+            .field("n", &RING_DEGREE)
+            .field("q", &CIPHERTEXT_MODULUS)
+            .field("log2_t", &self.log2_t)
+            .field("log2_result_modulus", &self.result_modulus_bits())
+            .field("product_bound", &self.product_bound)
+            .field("max_out_block", &self.max_out_block)
+            .finish()
+    }
+}
+
+impl PartialEq for Params {
+    fn eq(&self, other: &Self) -> bool {
+        self.log2_t == other.log2_t && self.product_bound == other.product_bound
+    }
+}
+
+impl Eq for Params {}
+
+impl Params {
+    /// Parameters for products W x whose every entry satisfies |(W x)_r| <= `max_abs_result`
+    /// (for i8 weights and inputs: max_r |W_r|_1 * 128).
+    ///
+    /// t is the smallest power of two >= 2 * (2 * bound + 1): one bit more than exact
+    /// decryption needs, so that a garbage result lands inside [-bound, bound] with probability
+    /// at most 1/2 per coefficient and [`crate::decrypt_products`] rejects it. Fails when the
+    /// noise budget cannot hold even one output row per ciphertext at this bound.
+    pub fn for_product_bound(max_abs_result: u64) -> Result<Self, RlweError> {
+        let too_large = RlweError::ProductBoundTooLarge {
+            bound: max_abs_result,
+            max_log2_t: MAX_LOG2_PLAINTEXT_MODULUS,
+        };
+        let needed = max_abs_result
+            .checked_mul(4)
+            .and_then(|v| v.checked_add(2))
+            .ok_or(too_large.clone())?;
+        let log2_t = needed.next_power_of_two().ilog2();
+        if log2_t > MAX_LOG2_PLAINTEXT_MODULUS {
+            return Err(too_large);
+        }
+        let mut params =
+            Self { log2_t, product_bound: max_abs_result, max_out_block: 0, ntt: shared_ntt() };
+        let row_energy = params.worst_row_energy();
+        let fits = |rows: usize| params.noise_sigmas(rows as f64 * row_energy) >= MIN_NOISE_SIGMAS;
+        if !fits(1) {
+            return Err(RlweError::NoiseBudgetExceeded {
+                sigmas: params.noise_sigmas(row_energy),
+                required: MIN_NOISE_SIGMAS,
+            });
+        }
+        // Noise grows monotonically with the rows per ciphertext: binary search the largest.
+        let (mut fitting, mut failing) = (1usize, RING_DEGREE + 1);
+        while failing - fitting > 1 {
+            let mid = (fitting + failing) / 2;
+            if fits(mid) { fitting = mid } else { failing = mid }
+        }
+        params.max_out_block = fitting;
+        Ok(params)
+    }
+
+    pub fn ring_degree(&self) -> usize {
+        RING_DEGREE
+    }
+
+    pub fn ciphertext_modulus(&self) -> u64 {
+        CIPHERTEXT_MODULUS
+    }
+
+    pub fn plaintext_modulus(&self) -> u64 {
+        1 << self.log2_t
+    }
+
+    pub fn log2_plaintext_modulus(&self) -> u32 {
+        self.log2_t
+    }
+
+    /// log2 q': results travel modulo q' = t * 2^MOD_SWITCH_HEADROOM_BITS, packed at this width.
+    pub fn result_modulus_bits(&self) -> u32 {
+        self.log2_t + MOD_SWITCH_HEADROOM_BITS
+    }
+
+    pub fn product_bound(&self) -> u64 {
+        self.product_bound
+    }
+
+    /// The most output rows one result ciphertext may carry while every weight matrix within
+    /// the product bound still decrypts exactly (checked at [`MIN_NOISE_SIGMAS`]).
+    pub fn max_out_block(&self) -> usize {
+        self.max_out_block
+    }
+
+    pub fn security_note() -> &'static str {
+        SECURITY_NOTE
+    }
+
+    /// Delta = (q - 1) / t, exact because q = 1 mod t.
+    pub(crate) fn delta(&self) -> u64 {
+        (CIPHERTEXT_MODULUS - 1) >> self.log2_t
+    }
+
+    pub(crate) fn ntt(&self) -> &Ntt {
+        &self.ntt
+    }
+
+    /// sum_k W[r][k]^2 <= max|w| * |W_r|_1 <= (127/128) * bound for every row inside the bound.
+    fn worst_row_energy(&self) -> f64 {
+        (MAX_ABS_WEIGHT as f64 / MAX_ABS_INPUT as f64) * self.product_bound as f64
+    }
+
+    /// Margin, in standard deviations, of a useful result coefficient whose weights have
+    /// `weight_energy` = sum of the squares of all weights of its output block (every weight of
+    /// the block meets every error coefficient once in the negacyclic product).
+    ///
+    /// In units of q': the fresh error scaled down, (q'/q)^2 * var(e) * energy, plus the mod
+    /// switch rounding r_b + sum_i r_a,i s_i, sub-Gaussian with proxy (N + 1)/4 whatever the
+    /// ternary secret; decryption is exact while the total stays below Delta'/2 = 2^(h-1),
+    /// minus 1 for the deterministic 2^h * m / q term.
+    pub(crate) fn noise_sigmas(&self, weight_energy: f64) -> f64 {
+        let scale = 2f64.powi(self.result_modulus_bits() as i32) / CIPHERTEXT_MODULUS as f64;
+        let fresh = scale * scale * ERROR_VARIANCE * weight_energy;
+        let rounding = (RING_DEGREE as f64 + 1.0) / 4.0;
+        let budget = 2f64.powi(MOD_SWITCH_HEADROOM_BITS as i32 - 1) - 1.0;
+        budget / (fresh + rounding).sqrt()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modulus_is_the_documented_ntt_friendly_prime() {
+        assert_eq!(CIPHERTEXT_MODULUS, 4_194_295 * (1u64 << 32) + 1);
+        assert_eq!(64 - CIPHERTEXT_MODULUS.leading_zeros(), CIPHERTEXT_MODULUS_BITS);
+        assert_eq!(CIPHERTEXT_MODULUS % (2 * RING_DEGREE as u64), 1);
+        assert!(Ntt::new(RING_DEGREE, CIPHERTEXT_MODULUS).is_some());
+    }
+
+    #[test]
+    fn plaintext_modulus_has_a_guard_bit() {
+        let params = Params::for_product_bound(1000).unwrap();
+        assert_eq!(params.plaintext_modulus(), 4096);
+        let params = Params::for_product_bound(1023).unwrap();
+        assert_eq!(params.plaintext_modulus(), 4096);
+        let params = Params::for_product_bound(1024).unwrap();
+        assert_eq!(params.plaintext_modulus(), 8192);
+    }
+
+    #[test]
+    fn widest_i8_products_fit_with_useful_blocks() {
+        let bound = MAX_ABS_WEIGHT * MAX_ABS_INPUT * 8192;
+        let params = Params::for_product_bound(bound).unwrap();
+        assert_eq!(params.log2_plaintext_modulus(), 29);
+        assert!(params.max_out_block() >= 256, "{params:?}");
+    }
+
+    #[test]
+    fn too_large_bounds_are_rejected() {
+        assert!(matches!(
+            Params::for_product_bound(1 << 31),
+            Err(RlweError::ProductBoundTooLarge { .. })
+        ));
+        assert!(matches!(
+            Params::for_product_bound(u64::MAX),
+            Err(RlweError::ProductBoundTooLarge { .. })
+        ));
+    }
+}

@@ -1,0 +1,115 @@
+//! Coefficient-level arithmetic modulo q and the samplers for secrets, errors and masks.
+
+use rand_core::Rng;
+
+use crate::params::{CIPHERTEXT_MODULUS, CIPHERTEXT_MODULUS_BITS, ERROR_ETA};
+
+const Q: u64 = CIPHERTEXT_MODULUS;
+
+/// Signed integer to its residue in [0, q).
+pub(crate) fn to_residue(value: i64) -> u64 {
+    value.rem_euclid(Q as i64) as u64
+}
+
+/// Residue in [0, modulus) to its centred representative in (-modulus/2, modulus/2].
+pub(crate) fn centred(value: u64, modulus: u64) -> i64 {
+    if value > modulus / 2 { value as i64 - modulus as i64 } else { value as i64 }
+}
+
+pub(crate) fn add_mod_q(a: u64, b: u64) -> u64 {
+    let sum = a + b;
+    if sum >= Q { sum - Q } else { sum }
+}
+
+pub(crate) fn sub_mod_q(a: u64, b: u64) -> u64 {
+    if a >= b { a - b } else { a + Q - b }
+}
+
+/// round(value * 2^bits / q) mod 2^bits for value in [0, q): the modulus switch q -> 2^bits.
+/// A float estimate (off by at most one) is corrected with exact integer arithmetic, which is
+/// several times cheaper than a 128-bit division per coefficient.
+pub(crate) fn switch_to_power_of_two(value: u64, bits: u32) -> u64 {
+    let scale = (1u64 << bits) as f64 / Q as f64;
+    let mut quotient = (value as f64 * scale).round() as u64;
+    // round(x / q) = floor((x + (q-1)/2) / q) for odd q; find that floor exactly.
+    let numerator = ((value as u128) << bits) + ((Q - 1) / 2) as u128;
+    let product = quotient as u128 * Q as u128;
+    if product > numerator {
+        quotient -= 1;
+    } else if numerator - product >= Q as u128 {
+        quotient += 1;
+    }
+    quotient & ((1u64 << bits) - 1)
+}
+
+/// Uniform residues mod q by rejection sampling 54-bit draws (q > 2^53.99: rejects < 0.1%).
+pub(crate) fn sample_uniform<R: Rng + ?Sized>(rng: &mut R, out: &mut [u64]) {
+    let mask = (1u64 << CIPHERTEXT_MODULUS_BITS) - 1;
+    for slot in out {
+        *slot = loop {
+            let candidate = rng.next_u64() & mask;
+            if candidate < Q {
+                break candidate;
+            }
+        };
+    }
+}
+
+/// Uniform ternary coefficients in {-1, 0, 1}, one byte per draw with rejection of 255.
+pub(crate) fn sample_ternary<R: Rng + ?Sized>(rng: &mut R, count: usize) -> Vec<i8> {
+    let mut out = Vec::with_capacity(count);
+    let mut bytes = [0u8; 64];
+    while out.len() < count {
+        rng.fill_bytes(&mut bytes);
+        for &byte in bytes.iter().filter(|&&b| b < 255) {
+            if out.len() == count {
+                break;
+            }
+            out.push((byte % 3) as i8 - 1);
+        }
+    }
+    out
+}
+
+/// Centred binomial error: popcount of eta bits minus popcount of eta bits, |e| <= eta.
+pub(crate) fn sample_error<R: Rng + ?Sized>(rng: &mut R) -> i64 {
+    let eta_mask = (1u64 << ERROR_ETA) - 1;
+    let bits = rng.next_u64();
+    i64::from((bits & eta_mask).count_ones())
+        - i64::from(((bits >> ERROR_ETA) & eta_mask).count_ones())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand_chacha::ChaCha20Rng;
+    use rand_core::SeedableRng;
+
+    #[test]
+    fn modulus_switch_rounds_exactly() {
+        for bits in [11u32, 25, 35, 42] {
+            for value in [0, 1, Q / 2, Q / 2 + 1, Q - 1, 12_345_678_901, Q / 3, 2 * (Q / 3) + 7] {
+                let exact = (((value as u128) << bits) + (Q as u128 - 1) / 2) / Q as u128;
+                let expected = (exact as u64) & ((1u64 << bits) - 1);
+                assert_eq!(switch_to_power_of_two(value, bits), expected, "{value} at {bits}");
+            }
+        }
+    }
+
+    #[test]
+    fn samplers_have_the_documented_ranges_and_variance() {
+        let mut rng = ChaCha20Rng::seed_from_u64(1);
+        let errors: Vec<i64> = (0..100_000).map(|_| sample_error(&mut rng)).collect();
+        assert!(errors.iter().all(|e| e.abs() <= i64::from(ERROR_ETA)));
+        let variance = errors.iter().map(|&e| (e * e) as f64).sum::<f64>() / errors.len() as f64;
+        assert!((variance - 10.5).abs() < 0.3, "variance {variance}");
+        let ternary = sample_ternary(&mut rng, 30_000);
+        for value in -1..=1 {
+            let count = ternary.iter().filter(|&&t| t == value).count();
+            assert!((9_500..10_500).contains(&count), "{value}: {count}");
+        }
+        let mut uniform = vec![0; 4096];
+        sample_uniform(&mut rng, &mut uniform);
+        assert!(uniform.iter().all(|&u| u < Q));
+    }
+}

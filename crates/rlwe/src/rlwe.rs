@@ -1,0 +1,159 @@
+//! Secret-key RLWE encryption: seeded upload ciphertexts and mod-switched result ciphertexts.
+
+use std::fmt;
+
+use rand_chacha::ChaCha20Rng;
+use rand_core::{CryptoRng, SeedableRng};
+
+use crate::params::{CIPHERTEXT_MODULUS, MOD_SWITCH_HEADROOM_BITS, Params, RING_DEGREE};
+use crate::poly::{
+    add_mod_q, centred, sample_error, sample_ternary, sample_uniform, sub_mod_q,
+    switch_to_power_of_two, to_residue,
+};
+
+/// The client's ternary secret s. Deliberately neither serialisable nor printable.
+pub struct SecretKey {
+    params: Params,
+    /// NTT(s) * N^-1, so that one inverse transform of a pointwise product yields a * s.
+    key_ntt_scaled: Vec<u64>,
+}
+
+impl fmt::Debug for SecretKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretKey { .. }")
+    }
+}
+
+impl SecretKey {
+    pub fn generate<R: CryptoRng + ?Sized>(params: &Params, rng: &mut R) -> Self {
+        let mut key_ntt_scaled: Vec<u64> = sample_ternary(rng, RING_DEGREE)
+            .into_iter()
+            .map(|s| to_residue(i64::from(s)))
+            .collect();
+        params.ntt().forward(&mut key_ntt_scaled);
+        params.ntt().scale_by_inverse_n(&mut key_ntt_scaled);
+        Self { params: params.clone(), key_ntt_scaled }
+    }
+
+    pub fn params(&self) -> &Params {
+        &self.params
+    }
+
+    /// a * s in R_q, coefficient form in and out.
+    fn times_secret(&self, a: &[u64]) -> Vec<u64> {
+        let ntt = self.params.ntt();
+        let mut a_ntt = a.to_vec();
+        ntt.forward(&mut a_ntt);
+        let mut product = vec![0; RING_DEGREE];
+        ntt.mul_accumulate(&mut product, &a_ntt, &self.key_ntt_scaled);
+        ntt.inverse_unscaled(&mut product);
+        product
+    }
+}
+
+/// A fresh ciphertext (a, b = -a*s + e + Delta*m) sent as (seed of a, b): half the bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UploadCiphertext {
+    pub(crate) log2_t: u32,
+    pub(crate) seed: [u8; 32],
+    /// Residues mod q, coefficient form.
+    pub(crate) b: Vec<u64>,
+}
+
+/// The public mask a of a seeded ciphertext, expanded with ChaCha20 (miner and client agree).
+pub(crate) fn expand_mask(seed: &[u8; 32]) -> Vec<u64> {
+    let mut a = vec![0; RING_DEGREE];
+    sample_uniform(&mut ChaCha20Rng::from_seed(*seed), &mut a);
+    a
+}
+
+/// Encrypts `message` as the low coefficients of a plaintext polynomial.
+pub(crate) fn encrypt_coefficients<R: CryptoRng + ?Sized>(
+    key: &SecretKey,
+    message: &[i8],
+    rng: &mut R,
+) -> UploadCiphertext {
+    debug_assert!(message.len() <= RING_DEGREE);
+    let mut seed = [0u8; 32];
+    rng.fill_bytes(&mut seed);
+    let a_times_s = key.times_secret(&expand_mask(&seed));
+    let delta = key.params.delta() as i64;
+    let b = a_times_s
+        .iter()
+        .enumerate()
+        .map(|(k, &a_s)| {
+            let m = message.get(k).map_or(0, |&m| i64::from(m));
+            // |Delta * m| < 2^61: no overflow.
+            sub_mod_q(add_mod_q(to_residue(sample_error(rng)), to_residue(delta * m)), a_s)
+        })
+        .collect();
+    UploadCiphertext { log2_t: key.params.log2_plaintext_modulus(), seed, b }
+}
+
+/// A product ciphertext switched to q' = 2^result_modulus_bits: the whole mask a', but b' only
+/// at the `rows` coefficients that hold dot products.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResultCiphertext {
+    pub(crate) log2_t: u32,
+    pub(crate) in_block: usize,
+    pub(crate) out_block: usize,
+    /// Residues mod q', RING_DEGREE of them.
+    pub(crate) a: Vec<u64>,
+    /// Residues mod q' at coefficients useful_position(in_block, r), r < rows.
+    pub(crate) b: Vec<u64>,
+}
+
+/// Where the Cheetah encoding puts the dot product of output row `row` of a block.
+pub(crate) fn useful_position(in_block: usize, row: usize) -> usize {
+    row * in_block + in_block - 1
+}
+
+impl ResultCiphertext {
+    /// Number of output rows (dot products) this ciphertext carries.
+    pub fn rows(&self) -> usize {
+        self.b.len()
+    }
+
+    /// Mod-switches a product ciphertext (coefficient form, mod q) down to q'.
+    pub(crate) fn switch_down(
+        params: &Params,
+        in_block: usize,
+        out_block: usize,
+        rows: usize,
+        a: &[u64],
+        b: &[u64],
+    ) -> Self {
+        let bits = params.result_modulus_bits();
+        Self {
+            log2_t: params.log2_plaintext_modulus(),
+            in_block,
+            out_block,
+            a: a.iter().map(|&v| switch_to_power_of_two(v, bits)).collect(),
+            b: (0..rows)
+                .map(|row| switch_to_power_of_two(b[useful_position(in_block, row)], bits))
+                .collect(),
+        }
+    }
+}
+
+/// Decrypts the useful coefficients to centred residues mod t (no bound check).
+pub(crate) fn decrypt_rows(key: &SecretKey, ct: &ResultCiphertext) -> Vec<i64> {
+    let params = &key.params;
+    let bits = params.result_modulus_bits();
+    let result_modulus = 1u64 << bits;
+    let mask = result_modulus - 1;
+    let lifted: Vec<u64> = ct.a.iter().map(|&a| to_residue(centred(a, result_modulus))).collect();
+    // |a' * s| <= N * q'/2 < q/2, so the centred residue mod q is the exact integer.
+    let a_times_s = key.times_secret(&lifted);
+    let t = params.plaintext_modulus();
+    ct.b.iter()
+        .enumerate()
+        .map(|(row, &b)| {
+            let a_s = centred(a_times_s[useful_position(ct.in_block, row)], CIPHERTEXT_MODULUS);
+            let phase = (b as i64).wrapping_add(a_s) as u64 & mask;
+            let rounded =
+                (phase + (1 << (MOD_SWITCH_HEADROOM_BITS - 1))) >> MOD_SWITCH_HEADROOM_BITS;
+            centred(rounded & (t - 1), t)
+        })
+        .collect()
+}

@@ -1,0 +1,229 @@
+//! Byte formats. Upload: "BU", version, log2 N, log2 t, 32-byte seed, N coefficients of b at
+//! 54 bits. Result: "BR", version, log2 N, log2 t, in_block, out_block, rows (u16 LE each),
+//! then N coefficients of a' and `rows` of b' at log2 q' bits. Coefficients are packed
+//! little-endian, LSB first; padding bits of the last byte must be zero.
+
+use crate::error::RlweError;
+use crate::matmul::MatrixLayout;
+use crate::params::{CIPHERTEXT_MODULUS, CIPHERTEXT_MODULUS_BITS, Params, RING_DEGREE};
+use crate::rlwe::{ResultCiphertext, UploadCiphertext};
+
+const FORMAT_VERSION: u8 = 1;
+const UPLOAD_MAGIC: [u8; 2] = *b"BU";
+const RESULT_MAGIC: [u8; 2] = *b"BR";
+const UPLOAD_HEADER_BYTES: usize = 5;
+const RESULT_HEADER_BYTES: usize = 11;
+const SEED_BYTES: usize = 32;
+const UPLOAD_WHAT: &str = "upload ciphertext";
+const RESULT_WHAT: &str = "result ciphertext";
+
+fn packed_len(count: usize, bits: u32) -> usize {
+    (count * bits as usize).div_ceil(8)
+}
+
+/// Serialised size of one upload ciphertext.
+pub fn upload_ciphertext_bytes() -> usize {
+    UPLOAD_HEADER_BYTES + SEED_BYTES + packed_len(RING_DEGREE, CIPHERTEXT_MODULUS_BITS)
+}
+
+/// Serialised size of one result ciphertext carrying `rows` products at `bits` per coefficient.
+pub fn result_ciphertext_bytes(bits: u32, rows: usize) -> usize {
+    RESULT_HEADER_BYTES + packed_len(RING_DEGREE + rows, bits)
+}
+
+fn pack<'a>(values: impl Iterator<Item = &'a u64>, bits: u32, out: &mut Vec<u8>) {
+    let mut buffer: u128 = 0;
+    let mut filled = 0u32;
+    for &value in values {
+        buffer |= u128::from(value) << filled;
+        filled += bits;
+        while filled >= 8 {
+            out.push(buffer as u8);
+            buffer >>= 8;
+            filled -= 8;
+        }
+    }
+    if filled > 0 {
+        out.push(buffer as u8);
+    }
+}
+
+/// Inverse of [`pack`]; `bytes` must be exactly `packed_len(count, bits)` long.
+fn unpack(
+    bytes: &[u8],
+    count: usize,
+    bits: u32,
+    what: &'static str,
+) -> Result<Vec<u64>, RlweError> {
+    let mask = (1u128 << bits) - 1;
+    let mut values = Vec::with_capacity(count);
+    let mut buffer: u128 = 0;
+    let mut filled = 0u32;
+    let mut input = bytes.iter();
+    for _ in 0..count {
+        while filled < bits {
+            let byte = input.next().ok_or(RlweError::WrongByteLength {
+                what,
+                expected: packed_len(count, bits),
+                actual: bytes.len(),
+            })?;
+            buffer |= u128::from(*byte) << filled;
+            filled += 8;
+        }
+        values.push((buffer & mask) as u64);
+        buffer >>= bits;
+        filled -= bits;
+    }
+    if buffer != 0 || input.next().is_some() {
+        return Err(RlweError::NonCanonicalEncoding { what });
+    }
+    Ok(values)
+}
+
+fn check_length(bytes: &[u8], expected: usize, what: &'static str) -> Result<(), RlweError> {
+    if bytes.len() == expected {
+        Ok(())
+    } else {
+        Err(RlweError::WrongByteLength { what, expected, actual: bytes.len() })
+    }
+}
+
+/// Checks magic, version, ring degree and plaintext modulus of a header.
+fn check_header(
+    bytes: &[u8],
+    magic: [u8; 2],
+    params: &Params,
+    what: &'static str,
+) -> Result<(), RlweError> {
+    if bytes[..2] != magic
+        || bytes[2] != FORMAT_VERSION
+        || u32::from(bytes[3]) != RING_DEGREE.ilog2()
+    {
+        return Err(RlweError::BadHeader { what });
+    }
+    let found = u32::from(bytes[4]);
+    if found != params.log2_plaintext_modulus() {
+        return Err(RlweError::WrongParameters {
+            what,
+            expected: params.log2_plaintext_modulus(),
+            found,
+        });
+    }
+    Ok(())
+}
+
+fn header(magic: [u8; 2], log2_t: u32, capacity: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(capacity);
+    out.extend_from_slice(&magic);
+    out.extend_from_slice(&[FORMAT_VERSION, RING_DEGREE.ilog2() as u8, log2_t as u8]);
+    out
+}
+
+impl UploadCiphertext {
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = header(UPLOAD_MAGIC, self.log2_t, upload_ciphertext_bytes());
+        out.extend_from_slice(&self.seed);
+        pack(self.b.iter(), CIPHERTEXT_MODULUS_BITS, &mut out);
+        out
+    }
+
+    pub fn from_bytes(params: &Params, bytes: &[u8]) -> Result<Self, RlweError> {
+        check_length(bytes, upload_ciphertext_bytes(), UPLOAD_WHAT)?;
+        check_header(bytes, UPLOAD_MAGIC, params, UPLOAD_WHAT)?;
+        let (seed, packed) = bytes[UPLOAD_HEADER_BYTES..].split_at(SEED_BYTES);
+        let b = unpack(packed, RING_DEGREE, CIPHERTEXT_MODULUS_BITS, UPLOAD_WHAT)?;
+        if let Some((index, &value)) = b.iter().enumerate().find(|(_, v)| **v >= CIPHERTEXT_MODULUS)
+        {
+            return Err(RlweError::CoefficientOutOfRange {
+                what: UPLOAD_WHAT,
+                index,
+                value,
+                modulus: CIPHERTEXT_MODULUS,
+            });
+        }
+        Ok(Self {
+            log2_t: params.log2_plaintext_modulus(),
+            seed: seed.try_into().expect("split at SEED_BYTES"),
+            b,
+        })
+    }
+}
+
+impl ResultCiphertext {
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let bits = self.log2_t + crate::params::MOD_SWITCH_HEADROOM_BITS;
+        let mut out = header(RESULT_MAGIC, self.log2_t, result_ciphertext_bytes(bits, self.rows()));
+        for field in [self.in_block, self.out_block, self.rows()] {
+            // Block sizes are at most N = 2048 (checked at layout construction).
+            out.extend_from_slice(&(field as u16).to_le_bytes());
+        }
+        pack(self.a.iter().chain(&self.b), bits, &mut out);
+        out
+    }
+
+    pub fn from_bytes(
+        params: &Params,
+        layout: &MatrixLayout,
+        bytes: &[u8],
+    ) -> Result<Self, RlweError> {
+        if bytes.len() < RESULT_HEADER_BYTES {
+            return Err(RlweError::WrongByteLength {
+                what: RESULT_WHAT,
+                expected: RESULT_HEADER_BYTES,
+                actual: bytes.len(),
+            });
+        }
+        check_header(bytes, RESULT_MAGIC, params, RESULT_WHAT)?;
+        let field = |index: usize| {
+            usize::from(u16::from_le_bytes([bytes[5 + 2 * index], bytes[6 + 2 * index]]))
+        };
+        let (in_block, out_block, rows) = (field(0), field(1), field(2));
+        if (in_block, out_block) != (layout.in_block(), layout.out_block())
+            || rows == 0
+            || rows > out_block
+        {
+            return Err(RlweError::LayoutMismatch {
+                what: RESULT_WHAT,
+                detail: format!(
+                    "{rows} rows of {out_block} x {in_block} blocks, layout has {} x {} blocks",
+                    layout.out_block(),
+                    layout.in_block()
+                ),
+            });
+        }
+        let bits = params.result_modulus_bits();
+        check_length(bytes, result_ciphertext_bytes(bits, rows), RESULT_WHAT)?;
+        let mut a = unpack(&bytes[RESULT_HEADER_BYTES..], RING_DEGREE + rows, bits, RESULT_WHAT)?;
+        let b = a.split_off(RING_DEGREE);
+        Ok(Self { log2_t: params.log2_plaintext_modulus(), in_block, out_block, a, b })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packing_round_trips_at_odd_widths() {
+        for bits in [1u32, 7, 35, 42, 54] {
+            let values: Vec<u64> = (0..37u64)
+                .map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15) & ((1 << bits) - 1))
+                .collect();
+            let mut bytes = Vec::new();
+            pack(values.iter(), bits, &mut bytes);
+            assert_eq!(bytes.len(), packed_len(values.len(), bits));
+            assert_eq!(unpack(&bytes, values.len(), bits, "test").unwrap(), values);
+        }
+    }
+
+    #[test]
+    fn non_zero_padding_is_rejected() {
+        let mut bytes = Vec::new();
+        pack([5u64].iter(), 3, &mut bytes);
+        bytes[0] |= 0x80;
+        assert_eq!(
+            unpack(&bytes, 1, 3, "test"),
+            Err(RlweError::NonCanonicalEncoding { what: "test" })
+        );
+    }
+}
