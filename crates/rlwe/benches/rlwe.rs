@@ -1,1 +1,168 @@
-fn main() {}
+//! Plain benchmark (no harness): prints a table of NTT, encryption, decryption and encrypted
+//! matrix-vector product timings for SmolLM2-135M's layer shapes, against a plain i8 product.
+//! Run: CARGO_TARGET_DIR=/work/target-rlwe cargo bench -p based-rlwe
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use based_rlwe::{
+    CIPHERTEXT_MODULUS, EncodedMatrix, MatrixLayout, Params, RING_DEGREE, SecretKey,
+    UploadCiphertext, decrypt_products, encrypt_vector,
+};
+use concrete_ntt::prime64::Plan;
+use rand_chacha::ChaCha20Rng;
+use rand_core::{Rng, SeedableRng};
+
+/// Median time of `run` over enough repetitions to fill about `budget`.
+fn median_time(budget: Duration, mut run: impl FnMut()) -> Duration {
+    let start = Instant::now();
+    run();
+    let first = start.elapsed();
+    let repetitions =
+        (budget.as_secs_f64() / first.as_secs_f64().max(1e-9)).clamp(3.0, 2000.0) as usize;
+    let mut samples: Vec<Duration> = (0..repetitions)
+        .map(|_| {
+            let start = Instant::now();
+            run();
+            start.elapsed()
+        })
+        .collect();
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+fn with_threads<T: Send>(threads: usize, work: impl FnOnce() -> T + Send) -> T {
+    rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("thread pool").install(work)
+}
+
+fn random_i8(rng: &mut ChaCha20Rng, len: usize, low: i8) -> Vec<i8> {
+    (0..len).map(|_| (rng.next_u32() as u8 as i8).max(low)).collect()
+}
+
+fn plain_matvec(weights: &[i8], x: &[i8], out: &mut [i32]) {
+    for (row, value) in weights.chunks_exact(x.len()).zip(out) {
+        *value = row.iter().zip(x).map(|(&w, &v)| i32::from(w) * i32::from(v)).sum();
+    }
+}
+
+fn micros(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+fn main() {
+    let budget = Duration::from_millis(400);
+    let plan = Plan::try_new(RING_DEGREE, CIPHERTEXT_MODULUS).expect("NTT plan");
+    let mut poly: Vec<u64> = (0..RING_DEGREE as u64).collect();
+    let forward = median_time(budget, || plan.fwd(black_box(&mut poly)));
+    let inverse = median_time(budget, || plan.inv(black_box(&mut poly)));
+    println!("N = {RING_DEGREE}, q = {CIPHERTEXT_MODULUS} (54 bits), concrete-ntt prime64");
+    println!("NTT forward {:.1} us, inverse {:.1} us\n", micros(forward), micros(inverse));
+
+    // SmolLM2-135M: fused QKV, attention output, fused gate/up, down; plus a 1B-class shape.
+    let shapes = [
+        ("qkv", 960, 576),
+        ("o", 576, 576),
+        ("gate_up", 3072, 576),
+        ("down", 576, 1536),
+        ("wide", 2048, 8192),
+    ];
+    let batch = 8;
+    println!(
+        "{:<8} {:>11} {:>5}x{:<4} {:>4}/{:<4} {:>9} {:>9} {:>8} {:>8} {:>9} {:>9} {:>9} {:>8} {:>9} {:>7}",
+        "layer",
+        "n_out x n_in",
+        "ob",
+        "ib",
+        "up",
+        "down",
+        "up KB",
+        "down KB",
+        "enc ms",
+        "dec ms",
+        "apply1 ms",
+        "apply2 ms",
+        "batch8 ms",
+        "plain us",
+        "MMAC/s 2t",
+        "x plain"
+    );
+    let mut token_seconds = 0.0;
+    let mut token_bytes = 0usize;
+    let mut client_seconds = 0.0;
+    let mut memory = 0usize;
+    for (name, n_out, n_in) in shapes {
+        let mut rng = ChaCha20Rng::seed_from_u64(n_out as u64 * 31 + n_in as u64);
+        let params = Params::for_product_bound(127 * 128 * n_in as u64).expect("params");
+        let key = SecretKey::generate(&params, &mut rng);
+        let layout = MatrixLayout::choose(&params, n_in, n_out).expect("layout");
+        let weights = random_i8(&mut rng, n_out * n_in, -127);
+        let x = random_i8(&mut rng, n_in, i8::MIN);
+        let matrix = EncodedMatrix::encode(&params, &layout, &weights).expect("encode");
+        let uploads = encrypt_vector(&key, &layout, &x, &mut rng).expect("encrypt");
+        let results = matrix.apply(&uploads).expect("apply");
+        let mut plain = vec![0i32; n_out];
+        plain_matvec(&weights, &x, &mut plain);
+        let decrypted = decrypt_products(&key, &layout, &results).expect("decrypt");
+        assert!(decrypted.iter().zip(&plain).all(|(&d, &p)| d == i64::from(p)), "{name}: inexact");
+
+        let encrypt = median_time(budget, || {
+            black_box(encrypt_vector(&key, &layout, &x, &mut rng).expect("encrypt"));
+        });
+        let decrypt = median_time(budget, || {
+            black_box(decrypt_products(&key, &layout, &results).expect("decrypt"));
+        });
+        let apply_on = |threads: usize| {
+            with_threads(threads, || {
+                median_time(budget, || {
+                    black_box(matrix.apply(&uploads).expect("apply"));
+                })
+            })
+        };
+        let (one_thread, two_threads) = (apply_on(1), apply_on(2));
+        let batch_inputs: Vec<Vec<UploadCiphertext>> = vec![uploads.clone(); batch];
+        let batched = with_threads(2, || {
+            median_time(budget, || {
+                black_box(matrix.apply_batch(&batch_inputs).expect("apply_batch"));
+            })
+        });
+        let plain_time =
+            median_time(budget, || plain_matvec(black_box(&weights), black_box(&x), &mut plain));
+        let macs = (n_out * n_in) as f64;
+        let batched_per_vector = batched.as_secs_f64() / batch as f64;
+        println!(
+            "{:<8} {:>5} x {:<5} {:>5}x{:<4} {:>4}/{:<4} {:>9.1} {:>9.1} {:>8.2} {:>8.2} {:>9.2} {:>9.2} {:>9.2} {:>8.1} {:>9.0} {:>7.0}",
+            name,
+            n_out,
+            n_in,
+            layout.out_block(),
+            layout.in_block(),
+            layout.upload_cts(),
+            layout.download_cts(),
+            layout.upload_bytes() as f64 / 1e3,
+            layout.download_bytes() as f64 / 1e3,
+            encrypt.as_secs_f64() * 1e3,
+            decrypt.as_secs_f64() * 1e3,
+            one_thread.as_secs_f64() * 1e3,
+            two_threads.as_secs_f64() * 1e3,
+            batched.as_secs_f64() * 1e3,
+            micros(plain_time),
+            macs / two_threads.as_secs_f64() / 1e6,
+            two_threads.as_secs_f64() / plain_time.as_secs_f64(),
+        );
+        if name != "wide" {
+            token_seconds += 30.0 * two_threads.as_secs_f64();
+            token_bytes += 30 * (layout.upload_bytes() + layout.download_bytes());
+            client_seconds += 30.0 * (encrypt + decrypt).as_secs_f64();
+            memory += 30 * matrix.memory_bytes();
+            let _ = batched_per_vector;
+        }
+    }
+    println!(
+        "\nSmolLM2-135M, 30 layers x 4 stages, one token: miner {:.0} ms (2 threads), client enc+dec {:.0} ms, \
+         {:.1} MB on the wire, encoded weights {:.2} GB",
+        token_seconds * 1e3,
+        client_seconds * 1e3,
+        token_bytes as f64 / 1e6,
+        memory as f64 / 1e9
+    );
+}

@@ -18,6 +18,10 @@ use crate::rlwe::{
 };
 use crate::wire::{result_ciphertext_bytes, upload_ciphertext_bytes};
 
+/// Input vectors multiplied together per task in a batch: their accumulators (2 x 16 KiB each)
+/// stay in the L2 cache while each weight block is read once for all of them.
+const VECTORS_PER_TASK: usize = 8;
+
 /// How an n_out x n_in product is cut into ciphertexts.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MatrixLayout {
@@ -262,18 +266,25 @@ impl EncodedMatrix {
             .collect();
         let downloads = self.layout.download_cts();
         let count = vectors.len();
-        // Output-block-major order: consecutive tasks share a weight block row (cache reuse).
-        let flat: Vec<ResultCiphertext> = (0..downloads * count)
+        let groups = count.div_ceil(VECTORS_PER_TASK);
+        // Output-block-major order: consecutive tasks share a row of weight blocks.
+        let per_task: Vec<Vec<ResultCiphertext>> = (0..downloads * groups)
             .into_par_iter()
             .map(|task| {
-                let (out_index, vector) = (task / count, task % count);
-                self.output_block(&transformed[vector * uploads..][..uploads], out_index)
+                let (out_index, group) = (task / groups, task % groups);
+                let first = group * VECTORS_PER_TASK;
+                let group_inputs =
+                    &transformed[first * uploads..count.min(first + VECTORS_PER_TASK) * uploads];
+                self.output_block(group_inputs, out_index)
             })
             .collect();
         let mut results: Vec<Vec<ResultCiphertext>> =
             (0..count).map(|_| Vec::with_capacity(downloads)).collect();
-        for (task, ct) in flat.into_iter().enumerate() {
-            results[task % count].push(ct);
+        for (task, cts) in per_task.into_iter().enumerate() {
+            let first = (task % groups) * VECTORS_PER_TASK;
+            for (offset, ct) in cts.into_iter().enumerate() {
+                results[first + offset].push(ct);
+            }
         }
         Ok(results)
     }
@@ -307,26 +318,41 @@ impl EncodedMatrix {
         TransformedInput { a, b }
     }
 
-    fn output_block(&self, inputs: &[TransformedInput], out_index: usize) -> ResultCiphertext {
+    /// Result ciphertext `out_index` for each vector of `inputs` (upload_cts transformed
+    /// inputs per vector, vector after vector). Each weight block is loaded once for the whole
+    /// group while its accumulators stay in cache: a small GEMM rather than repeated GEMVs.
+    fn output_block(&self, inputs: &[TransformedInput], out_index: usize) -> Vec<ResultCiphertext> {
         let ntt = self.params.ntt();
         let uploads = self.layout.upload_cts();
-        let mut acc_a = vec![0u64; RING_DEGREE];
-        let mut acc_b = vec![0u64; RING_DEGREE];
+        let vectors = inputs.len() / uploads;
+        let mut acc_a = vec![0u64; vectors * RING_DEGREE];
+        let mut acc_b = vec![0u64; vectors * RING_DEGREE];
         let weight_row = &self.blocks[out_index * uploads * RING_DEGREE..][..uploads * RING_DEGREE];
-        for (input, weights) in inputs.iter().zip(weight_row.chunks_exact(RING_DEGREE)) {
-            ntt.mul_accumulate(&mut acc_a, &input.a, weights);
-            ntt.mul_accumulate(&mut acc_b, &input.b, weights);
+        for (in_index, weights) in weight_row.chunks_exact(RING_DEGREE).enumerate() {
+            let accumulators =
+                acc_a.chunks_exact_mut(RING_DEGREE).zip(acc_b.chunks_exact_mut(RING_DEGREE));
+            for (vector, (acc_a, acc_b)) in accumulators.enumerate() {
+                let input = &inputs[vector * uploads + in_index];
+                ntt.mul_accumulate(acc_a, &input.a, weights);
+                ntt.mul_accumulate(acc_b, &input.b, weights);
+            }
         }
-        ntt.inverse_unscaled(&mut acc_a);
-        ntt.inverse_unscaled(&mut acc_b);
-        ResultCiphertext::switch_down(
-            &self.params,
-            self.layout.in_block,
-            self.layout.out_block,
-            self.layout.rows_in_block(out_index),
-            &acc_a,
-            &acc_b,
-        )
+        acc_a
+            .chunks_exact_mut(RING_DEGREE)
+            .zip(acc_b.chunks_exact_mut(RING_DEGREE))
+            .map(|(acc_a, acc_b)| {
+                ntt.inverse_unscaled(acc_a);
+                ntt.inverse_unscaled(acc_b);
+                ResultCiphertext::switch_down(
+                    &self.params,
+                    self.layout.in_block,
+                    self.layout.out_block,
+                    self.layout.rows_in_block(out_index),
+                    acc_a,
+                    acc_b,
+                )
+            })
+            .collect()
     }
 }
 
@@ -530,6 +556,20 @@ mod tests {
             let x = random_i8(&mut rng, n_in, i8::MIN);
             let decrypted = encrypted_products(&params, n_out, &weights, std::slice::from_ref(&x));
             assert_eq!(decrypted[0], plain_products(&weights, &x), "{n_out} x {n_in}");
+        }
+    }
+
+    #[test]
+    fn batches_larger_than_a_task_group_keep_their_order() {
+        let (n_out, n_in) = (300, 700);
+        let mut rng = ChaCha20Rng::seed_from_u64(11);
+        let params = Params::for_product_bound(i8_bound(n_in)).unwrap();
+        let weights = random_i8(&mut rng, n_out * n_in, -127);
+        let inputs: Vec<Vec<i8>> =
+            (0..2 * VECTORS_PER_TASK + 3).map(|_| random_i8(&mut rng, n_in, i8::MIN)).collect();
+        let decrypted = encrypted_products(&params, n_out, &weights, &inputs);
+        for (x, products) in inputs.iter().zip(&decrypted) {
+            assert_eq!(products, &plain_products(&weights, x));
         }
     }
 

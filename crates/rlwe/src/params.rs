@@ -21,9 +21,9 @@ pub const CIPHERTEXT_MODULUS_BITS: u32 = 54;
 /// exactly through q, which needs N * q' < q.
 pub const MAX_LOG2_PLAINTEXT_MODULUS: u32 = 32;
 
-/// Results are switched to q' = t * 2^10: 2^9 of room for the switch's rounding noise, whose
-/// worst-case-secret bound is 8 * sqrt((N+1)/4) ~ 181, plus the scaled-down product noise.
-pub const MOD_SWITCH_HEADROOM_BITS: u32 = 10;
+/// Results are switched to q' = t * 2^8: 2^7 - 1 = 127 of room for the switch's rounding
+/// noise, 8 * sqrt((N+1)/12) ~ 105 for any ternary secret, plus the scaled-down product noise.
+pub const MOD_SWITCH_HEADROOM_BITS: u32 = 8;
 
 /// Error distribution: centred binomial with eta = 21 (variance 10.5, sigma 3.24 >= 3.19).
 pub const ERROR_ETA: u32 = 21;
@@ -183,13 +183,14 @@ impl Params {
     /// the block meets every error coefficient once in the negacyclic product).
     ///
     /// In units of q': the fresh error scaled down, (q'/q)^2 * var(e) * energy, plus the mod
-    /// switch rounding r_b + sum_i r_a,i s_i, sub-Gaussian with proxy (N + 1)/4 whatever the
+    /// switch rounding r_b + sum_i r_a,i s_i, sub-Gaussian with proxy (N + 1)/12 whatever the
     /// ternary secret; decryption is exact while the total stays below Delta'/2 = 2^(h-1),
     /// minus 1 for the deterministic 2^h * m / q term.
     pub(crate) fn noise_sigmas(&self, weight_energy: f64) -> f64 {
         let scale = 2f64.powi(self.result_modulus_bits() as i32) / CIPHERTEXT_MODULUS as f64;
         let fresh = scale * scale * ERROR_VARIANCE * weight_energy;
-        let rounding = (RING_DEGREE as f64 + 1.0) / 4.0;
+        // A rounding error uniform on [-1/2, 1/2] is strictly sub-Gaussian: proxy = variance = 1/12.
+        let rounding = (RING_DEGREE as f64 + 1.0) / 12.0;
         let budget = 2f64.powi(MOD_SWITCH_HEADROOM_BITS as i32 - 1) - 1.0;
         budget / (fresh + rounding).sqrt()
     }

@@ -202,6 +202,110 @@ impl ResultCiphertext {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::matmul::{EncodedMatrix, encrypt_vector};
+    use crate::rlwe::SecretKey;
+    use rand_chacha::ChaCha20Rng;
+    use rand_core::SeedableRng;
+
+    struct Fixture {
+        params: Params,
+        layout: MatrixLayout,
+        upload: Vec<u8>,
+        result: Vec<u8>,
+    }
+
+    fn fixture() -> Fixture {
+        let mut rng = ChaCha20Rng::seed_from_u64(3);
+        let params = Params::for_product_bound(127 * 128 * 100).unwrap();
+        let key = SecretKey::generate(&params, &mut rng);
+        let layout = MatrixLayout::choose(&params, 100, 40).unwrap();
+        let matrix = EncodedMatrix::encode(&params, &layout, &[1; 4000]).unwrap();
+        let uploads = encrypt_vector(&key, &layout, &[2; 100], &mut rng).unwrap();
+        let results = matrix.apply(&uploads).unwrap();
+        Fixture { upload: uploads[0].to_bytes(), result: results[0].to_bytes(), params, layout }
+    }
+
+    #[test]
+    fn serialised_sizes_match_the_announced_ones() {
+        let f = fixture();
+        assert_eq!(f.upload.len(), upload_ciphertext_bytes());
+        let bits = f.params.result_modulus_bits();
+        assert_eq!(f.result.len(), result_ciphertext_bytes(bits, f.layout.rows_in_block(0)));
+        let upload = UploadCiphertext::from_bytes(&f.params, &f.upload).unwrap();
+        assert_eq!(upload.to_bytes(), f.upload);
+        let result = ResultCiphertext::from_bytes(&f.params, &f.layout, &f.result).unwrap();
+        assert_eq!(result.to_bytes(), f.result);
+    }
+
+    #[test]
+    fn corrupted_uploads_are_rejected_precisely() {
+        let f = fixture();
+        let truncated = &f.upload[..f.upload.len() - 1];
+        assert!(matches!(
+            UploadCiphertext::from_bytes(&f.params, truncated),
+            Err(RlweError::WrongByteLength { what: UPLOAD_WHAT, .. })
+        ));
+        let mut bad_magic = f.upload.clone();
+        bad_magic[0] = b'X';
+        assert_eq!(
+            UploadCiphertext::from_bytes(&f.params, &bad_magic),
+            Err(RlweError::BadHeader { what: UPLOAD_WHAT })
+        );
+        let other = Params::for_product_bound(5).unwrap();
+        assert!(matches!(
+            UploadCiphertext::from_bytes(&other, &f.upload),
+            Err(RlweError::WrongParameters { what: UPLOAD_WHAT, .. })
+        ));
+        // Coefficient 1 occupies bits 54..108 of the packed b: set it to 2^54 - 1 >= q.
+        let mut out_of_range = f.upload.clone();
+        let start = UPLOAD_HEADER_BYTES + SEED_BYTES;
+        for bit in 54..108 {
+            out_of_range[start + bit / 8] |= 1 << (bit % 8);
+        }
+        assert_eq!(
+            UploadCiphertext::from_bytes(&f.params, &out_of_range),
+            Err(RlweError::CoefficientOutOfRange {
+                what: UPLOAD_WHAT,
+                index: 1,
+                value: (1 << 54) - 1,
+                modulus: CIPHERTEXT_MODULUS
+            })
+        );
+    }
+
+    #[test]
+    fn corrupted_results_are_rejected_precisely() {
+        let f = fixture();
+        for cut in [0, 4, RESULT_HEADER_BYTES, f.result.len() - 1] {
+            assert!(matches!(
+                ResultCiphertext::from_bytes(&f.params, &f.layout, &f.result[..cut]),
+                Err(RlweError::WrongByteLength { what: RESULT_WHAT, .. })
+            ));
+        }
+        let mut extended = f.result.clone();
+        extended.push(0);
+        assert!(matches!(
+            ResultCiphertext::from_bytes(&f.params, &f.layout, &extended),
+            Err(RlweError::WrongByteLength { what: RESULT_WHAT, .. })
+        ));
+        let mut too_many_rows = f.result.clone();
+        too_many_rows[9..11].copy_from_slice(&u16::MAX.to_le_bytes());
+        assert!(matches!(
+            ResultCiphertext::from_bytes(&f.params, &f.layout, &too_many_rows),
+            Err(RlweError::LayoutMismatch { what: RESULT_WHAT, .. })
+        ));
+        let other_layout = MatrixLayout::with_blocks(&f.params, 100, 40, 1, 1).unwrap();
+        assert!(matches!(
+            ResultCiphertext::from_bytes(&f.params, &other_layout, &f.result),
+            Err(RlweError::LayoutMismatch { what: RESULT_WHAT, .. })
+        ));
+        let mut bad_version = f.result.clone();
+        bad_version[2] = 9;
+        assert_eq!(
+            ResultCiphertext::from_bytes(&f.params, &f.layout, &bad_version),
+            Err(RlweError::BadHeader { what: RESULT_WHAT })
+        );
+    }
 
     #[test]
     fn packing_round_trips_at_odd_widths() {
