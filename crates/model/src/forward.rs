@@ -1,0 +1,448 @@
+//! The Llama forward pass. Only the four linear stages per layer leave this file (through
+//! [`LinearBackend`]); embedding lookup, RMSNorm, RoPE, attention over the KV cache, SiLU,
+//! residuals and the LM head run here, single-threaded in a fixed order (the LM head's integer
+//! product may use threads: integer sums are exact), so identical products give bitwise
+//! identical logits.
+
+use crate::float::{FloatModel, Matrix};
+use crate::squeeze::{self, QuantMatrix, SqueezedModel, Stage, dot_f32, squeeze_activation};
+use crate::{BackendError, LlamaConfig};
+
+/// Computes the exact integer products of the squeezed weights with the client's codes.
+pub trait LinearBackend {
+    /// Exact integer products W_q(layer, stage) * code for each input row (one row per token),
+    /// each result row has the stage's output width.
+    fn products(
+        &mut self,
+        layer: usize,
+        stage: Stage,
+        codes: &[Vec<i8>],
+    ) -> Result<Vec<Vec<i64>>, BackendError>;
+}
+
+/// The model-specific parts of the forward pass: float or squeezed linear stages and LM head.
+trait Stages {
+    fn config(&self) -> &LlamaConfig;
+    fn embedding(&self) -> &Matrix;
+    /// `xs` are RMS-normalised without gains (folded into the matrices) for Qkv and GateUp.
+    fn linear(
+        &mut self,
+        layer: usize,
+        stage: Stage,
+        xs: &[Vec<f32>],
+    ) -> Result<Vec<Vec<f32>>, BackendError>;
+    fn logits(&self, x: &[f32]) -> Vec<f32>;
+}
+
+struct SqueezedStages<'a> {
+    model: &'a SqueezedModel,
+    backend: &'a mut dyn LinearBackend,
+    threads: usize,
+}
+
+impl Stages for SqueezedStages<'_> {
+    fn config(&self) -> &LlamaConfig {
+        &self.model.config
+    }
+
+    fn embedding(&self) -> &Matrix {
+        &self.model.embedding
+    }
+
+    fn linear(
+        &mut self,
+        layer: usize,
+        stage: Stage,
+        xs: &[Vec<f32>],
+    ) -> Result<Vec<Vec<f32>>, BackendError> {
+        let squeezed: Vec<_> = xs.iter().map(|x| squeeze_activation(x)).collect();
+        let codes: Vec<Vec<i8>> = squeezed.iter().map(|s| s.codes.clone()).collect();
+        let products = self.backend.products(layer, stage, &codes)?;
+        if products.len() != xs.len() {
+            return Err(format!(
+                "{stage:?} of layer {layer}: {} result rows for {} inputs",
+                products.len(),
+                xs.len()
+            )
+            .into());
+        }
+        let matrix = self.model.matrix(layer, stage);
+        products.iter().zip(&squeezed).map(|(p, s)| matrix.dequantize(p, s)).collect()
+    }
+
+    fn logits(&self, x: &[f32]) -> Vec<f32> {
+        let s = squeeze_activation(x);
+        let head: &QuantMatrix = &self.model.lm_head;
+        let products = head.products(std::slice::from_ref(&s.codes), self.threads);
+        head.dequantize(&products[0], &s).unwrap_or_default()
+    }
+}
+
+struct FloatStages<'a> {
+    model: &'a FloatModel,
+    threads: usize,
+}
+
+fn float_product(m: &Matrix, xs: &[Vec<f32>], threads: usize) -> Vec<Vec<f32>> {
+    let by_row = squeeze::for_each_row(
+        m.rows,
+        xs.len(),
+        m.rows * m.cols * xs.len(),
+        threads,
+        |r, out: &mut [f32]| {
+            let w = m.row(r);
+            out.iter_mut().zip(xs).for_each(|(o, x)| *o = dot_f32(w, x));
+        },
+    );
+    (0..xs.len()).map(|t| (0..m.rows).map(|r| by_row[r * xs.len() + t]).collect()).collect()
+}
+
+impl Stages for FloatStages<'_> {
+    fn config(&self) -> &LlamaConfig {
+        &self.model.config
+    }
+
+    fn embedding(&self) -> &Matrix {
+        &self.model.embedding
+    }
+
+    fn linear(
+        &mut self,
+        layer: usize,
+        stage: Stage,
+        xs: &[Vec<f32>],
+    ) -> Result<Vec<Vec<f32>>, BackendError> {
+        let l = &self.model.layers[layer];
+        let m = match stage {
+            Stage::Qkv => &l.qkv,
+            Stage::AttnOut => &l.attn_out,
+            Stage::GateUp => &l.gate_up,
+            Stage::Down => &l.down,
+        };
+        Ok(float_product(m, xs, self.threads))
+    }
+
+    fn logits(&self, x: &[f32]) -> Vec<f32> {
+        let gained: Vec<f32> = x.iter().zip(&self.model.final_norm).map(|(v, g)| v * g).collect();
+        float_product(self.model.output_matrix(), &[gained], self.threads).remove(0)
+    }
+}
+
+/// KV cache and position of one conversation.
+#[derive(Clone, Debug)]
+struct KvCache {
+    /// Per layer, per position: the RoPE'd key and the value (`kv_dim` each).
+    keys: Vec<Vec<Vec<f32>>>,
+    values: Vec<Vec<Vec<f32>>>,
+    inverse_frequencies: Vec<f32>,
+}
+
+impl KvCache {
+    fn new(config: &LlamaConfig) -> Self {
+        let head_dim = config.head_dim();
+        let inverse_frequencies = (0..head_dim / 2)
+            .map(|i| config.rope_theta.powf(-2.0 * i as f32 / head_dim as f32))
+            .collect();
+        Self {
+            keys: vec![Vec::new(); config.n_layers],
+            values: vec![Vec::new(); config.n_layers],
+            inverse_frequencies,
+        }
+    }
+
+    fn position(&self) -> usize {
+        self.keys[0].len()
+    }
+
+    /// Interleaved RoPE (pairs `2i, 2i+1`), the GGUF layout both loaders produce.
+    fn rope(&self, v: &mut [f32], position: usize) {
+        let head_dim = self.inverse_frequencies.len() * 2;
+        for head in v.chunks_exact_mut(head_dim) {
+            for (pair, &freq) in head.chunks_exact_mut(2).zip(&self.inverse_frequencies) {
+                let (sin, cos) = (position as f32 * freq).sin_cos();
+                let (a, b) = (pair[0], pair[1]);
+                pair[0] = a * cos - b * sin;
+                pair[1] = a * sin + b * cos;
+            }
+        }
+    }
+
+    /// Runs `tokens` through the model, extending the cache; returns the logits of every token
+    /// when `all_logits`, else of the last one only.
+    fn forward(
+        &mut self,
+        stages: &mut dyn Stages,
+        tokens: &[u32],
+        all_logits: bool,
+    ) -> Result<Vec<Vec<f32>>, BackendError> {
+        let config = stages.config().clone();
+        let start = self.position();
+        if tokens.is_empty() {
+            return Err("no tokens to process".into());
+        }
+        if start + tokens.len() > config.max_seq_len {
+            return Err(format!(
+                "context of {} tokens exceeds the model's {}",
+                start + tokens.len(),
+                config.max_seq_len
+            )
+            .into());
+        }
+        let mut xs = tokens
+            .iter()
+            .map(|&t| match usize::try_from(t).ok().filter(|&t| t < config.vocab_size) {
+                Some(t) => Ok(stages.embedding().row(t).to_vec()),
+                None => Err(BackendError::from(format!("token id {t} outside the vocabulary"))),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let (h, kv, head_dim) = (config.hidden_size, config.kv_dim(), config.head_dim());
+        let group = config.n_heads / config.n_kv_heads;
+        let eps = config.rms_norm_eps;
+        for layer in 0..config.n_layers {
+            let normed: Vec<_> = xs.iter().map(|x| rms_norm(x, eps)).collect();
+            let qkv = stages.linear(layer, Stage::Qkv, &normed)?;
+            let mut queries = Vec::with_capacity(tokens.len());
+            for (t, row) in qkv.into_iter().enumerate() {
+                let (mut q, mut k, v) =
+                    (row[..h].to_vec(), row[h..h + kv].to_vec(), row[h + kv..].to_vec());
+                self.rope(&mut q, start + t);
+                self.rope(&mut k, start + t);
+                queries.push(q);
+                self.keys[layer].push(k);
+                self.values[layer].push(v);
+            }
+            let attended: Vec<Vec<f32>> = queries
+                .iter()
+                .enumerate()
+                .map(|(t, q)| {
+                    let visible = start + t + 1;
+                    let mut out = vec![0f32; h];
+                    for head in 0..config.n_heads {
+                        let kv_offset = (head / group) * head_dim;
+                        let q = &q[head * head_dim..(head + 1) * head_dim];
+                        let scale = 1.0 / (head_dim as f32).sqrt();
+                        let scores: Vec<f32> = self.keys[layer][..visible]
+                            .iter()
+                            .map(|k| dot_f32(q, &k[kv_offset..kv_offset + head_dim]) * scale)
+                            .collect();
+                        let weights = softmax(&scores);
+                        let o = &mut out[head * head_dim..(head + 1) * head_dim];
+                        for (w, v) in weights.iter().zip(&self.values[layer][..visible]) {
+                            o.iter_mut()
+                                .zip(&v[kv_offset..kv_offset + head_dim])
+                                .for_each(|(o, v)| *o += w * v);
+                        }
+                    }
+                    out
+                })
+                .collect();
+            let attn_out = stages.linear(layer, Stage::AttnOut, &attended)?;
+            add_rows(&mut xs, &attn_out);
+            let normed: Vec<_> = xs.iter().map(|x| rms_norm(x, eps)).collect();
+            let gate_up = stages.linear(layer, Stage::GateUp, &normed)?;
+            let ff = config.intermediate_size;
+            let activated: Vec<Vec<f32>> = gate_up
+                .iter()
+                .map(|gu| {
+                    gu[..ff]
+                        .iter()
+                        .zip(&gu[ff..])
+                        .map(|(&g, &u)| g / (1.0 + (-g).exp()) * u)
+                        .collect()
+                })
+                .collect();
+            let down = stages.linear(layer, Stage::Down, &activated)?;
+            add_rows(&mut xs, &down);
+        }
+        let wanted = if all_logits { &xs[..] } else { &xs[xs.len() - 1..] };
+        Ok(wanted.iter().map(|x| stages.logits(&rms_norm(x, eps))).collect())
+    }
+}
+
+fn rms_norm(x: &[f32], eps: f32) -> Vec<f32> {
+    let mean_square = x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32;
+    let inverse = 1.0 / (mean_square + eps).sqrt();
+    x.iter().map(|v| v * inverse).collect()
+}
+
+fn softmax(scores: &[f32]) -> Vec<f32> {
+    let max = scores.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
+    let exps: Vec<f32> = scores.iter().map(|s| (s - max).exp()).collect();
+    let total: f32 = exps.iter().sum();
+    exps.iter().map(|e| e / total).collect()
+}
+
+fn add_rows(xs: &mut [Vec<f32>], deltas: &[Vec<f32>]) {
+    for (x, d) in xs.iter_mut().zip(deltas) {
+        x.iter_mut().zip(d).for_each(|(x, d)| *x += d);
+    }
+}
+
+/// Index of the largest logit (the first on ties).
+pub fn argmax(logits: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &v) in logits.iter().enumerate() {
+        if v > logits[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+/// Greedy decoding shared by both generators: feeds `prompt`, then each argmax token, until a
+/// stop token (not emitted to `on_token`, but returned) or `max_new` tokens.
+fn greedy(
+    prompt: &[u32],
+    max_new: usize,
+    stop_tokens: &[u32],
+    mut prefill: impl FnMut(&[u32]) -> Result<Vec<f32>, BackendError>,
+    on_token: &mut dyn FnMut(u32),
+) -> Result<Vec<u32>, BackendError> {
+    let mut generated = Vec::new();
+    let mut logits = prefill(prompt)?;
+    while generated.len() < max_new {
+        let token = argmax(&logits);
+        generated.push(token);
+        if stop_tokens.contains(&token) {
+            break;
+        }
+        on_token(token);
+        if generated.len() < max_new {
+            logits = prefill(&[token])?;
+        }
+    }
+    Ok(generated)
+}
+
+/// One conversation with the squeezed model: KV cache and position, linear products delegated
+/// to a [`LinearBackend`].
+pub struct Generator<'m> {
+    model: &'m SqueezedModel,
+    cache: KvCache,
+    threads: usize,
+}
+
+impl<'m> Generator<'m> {
+    pub fn new(model: &'m SqueezedModel) -> Self {
+        Self { model, cache: KvCache::new(&model.config), threads: squeeze::default_threads() }
+    }
+
+    /// Tokens processed so far.
+    pub fn position(&self) -> usize {
+        self.cache.position()
+    }
+
+    fn run(
+        &mut self,
+        tokens: &[u32],
+        backend: &mut dyn LinearBackend,
+        all: bool,
+    ) -> Result<Vec<Vec<f32>>, BackendError> {
+        let mut stages = SqueezedStages { model: self.model, backend, threads: self.threads };
+        self.cache.forward(&mut stages, tokens, all)
+    }
+
+    /// Processes all `tokens` with one `products` call per layer and stage; returns the logits
+    /// of the last token.
+    pub fn prefill(
+        &mut self,
+        tokens: &[u32],
+        backend: &mut dyn LinearBackend,
+    ) -> Result<Vec<f32>, BackendError> {
+        Ok(self.run(tokens, backend, false)?.remove(0))
+    }
+
+    /// Like [`Self::prefill`] but returns the logits of every token (for perplexity).
+    pub fn prefill_all(
+        &mut self,
+        tokens: &[u32],
+        backend: &mut dyn LinearBackend,
+    ) -> Result<Vec<Vec<f32>>, BackendError> {
+        self.run(tokens, backend, true)
+    }
+
+    pub fn step(
+        &mut self,
+        token: u32,
+        backend: &mut dyn LinearBackend,
+    ) -> Result<Vec<f32>, BackendError> {
+        self.prefill(&[token], backend)
+    }
+
+    /// Greedy generation; returns the generated tokens including a final stop token, calling
+    /// `on_token` for each non-stop token as it is produced.
+    pub fn generate(
+        &mut self,
+        prompt: &[u32],
+        max_new: usize,
+        stop_tokens: &[u32],
+        backend: &mut dyn LinearBackend,
+        on_token: &mut dyn FnMut(u32),
+    ) -> Result<Vec<u32>, BackendError> {
+        greedy(prompt, max_new, stop_tokens, |t| self.prefill(t, backend), on_token)
+    }
+}
+
+/// One conversation with the float reference model.
+pub struct FloatGenerator<'m> {
+    model: &'m FloatModel,
+    cache: KvCache,
+    threads: usize,
+}
+
+impl<'m> FloatGenerator<'m> {
+    pub fn new(model: &'m FloatModel) -> Self {
+        Self { model, cache: KvCache::new(&model.config), threads: squeeze::default_threads() }
+    }
+
+    fn run(&mut self, tokens: &[u32], all: bool) -> Result<Vec<Vec<f32>>, BackendError> {
+        let mut stages = FloatStages { model: self.model, threads: self.threads };
+        self.cache.forward(&mut stages, tokens, all)
+    }
+
+    pub fn prefill(&mut self, tokens: &[u32]) -> Result<Vec<f32>, BackendError> {
+        Ok(self.run(tokens, false)?.remove(0))
+    }
+
+    pub fn prefill_all(&mut self, tokens: &[u32]) -> Result<Vec<Vec<f32>>, BackendError> {
+        self.run(tokens, true)
+    }
+
+    pub fn generate(
+        &mut self,
+        prompt: &[u32],
+        max_new: usize,
+        stop_tokens: &[u32],
+        on_token: &mut dyn FnMut(u32),
+    ) -> Result<Vec<u32>, BackendError> {
+        greedy(prompt, max_new, stop_tokens, |t| self.prefill(t), on_token)
+    }
+}
+
+/// exp(mean negative log-likelihood of each token given the ones before it).
+pub fn perplexity_from_logits(logits: &[Vec<f32>], tokens: &[u32]) -> f64 {
+    let mut nll = 0f64;
+    let mut count = 0usize;
+    for (row, &next) in logits.iter().zip(&tokens[1..]) {
+        let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+        let log_sum =
+            row.iter().map(|&v| f64::from(v - max).exp()).sum::<f64>().ln() + f64::from(max);
+        nll += log_sum - f64::from(row[next as usize]);
+        count += 1;
+    }
+    (nll / count.max(1) as f64).exp()
+}
+
+pub fn float_perplexity(model: &FloatModel, tokens: &[u32]) -> Result<f64, BackendError> {
+    let logits = FloatGenerator::new(model).prefill_all(tokens)?;
+    Ok(perplexity_from_logits(&logits, tokens))
+}
+
+pub fn squeezed_perplexity(
+    model: &SqueezedModel,
+    tokens: &[u32],
+    backend: &mut dyn LinearBackend,
+) -> Result<f64, BackendError> {
+    let logits = Generator::new(model).prefill_all(tokens, backend)?;
+    Ok(perplexity_from_logits(&logits, tokens))
+}

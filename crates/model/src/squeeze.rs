@@ -1,0 +1,301 @@
+//! Cerberus squeezing: per-output-channel symmetric int8 weights and per-token dynamic
+//! activation quantisation with the whitepaper's adaptive scaling (section 5).
+
+use crate::float::{FloatModel, Matrix};
+use crate::{BackendError, LlamaConfig};
+
+/// Whitepaper section 5: threshold on a token's standard deviation.
+pub const ADAPTIVE_THRESHOLD: f32 = 0.1;
+/// Whitepaper section 5: scale down by alpha above the threshold, up by 1/alpha below.
+pub const ADAPTIVE_ALPHA: f32 = 0.5;
+/// Whitepaper section 5: quantisation levels between a token's min and max.
+pub const LEVELS: u32 = 256;
+
+/// The four linear stages of a layer, in execution order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Stage {
+    /// Fused Q/K/V: rows are q, then k, then v.
+    Qkv,
+    AttnOut,
+    /// Fused gate/up: rows are gate, then up.
+    GateUp,
+    Down,
+}
+
+impl Stage {
+    pub const ALL: [Stage; 4] = [Stage::Qkv, Stage::AttnOut, Stage::GateUp, Stage::Down];
+
+    const fn index(self) -> usize {
+        match self {
+            Stage::Qkv => 0,
+            Stage::AttnOut => 1,
+            Stage::GateUp => 2,
+            Stage::Down => 3,
+        }
+    }
+}
+
+/// Per-output-channel symmetric int8 weights: `W[r][c] ~= scales[r] * weights[r * cols + c]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct QuantMatrix {
+    pub rows: usize,
+    pub cols: usize,
+    /// Row-major `rows x cols`, values in -127..=127.
+    pub weights: Vec<i8>,
+    pub scales: Vec<f32>,
+    /// Sum of each row's integer weights, to apply the activation offset after the product.
+    pub row_sums: Vec<i32>,
+}
+
+impl QuantMatrix {
+    pub fn quantize(m: &Matrix) -> Self {
+        let mut weights = Vec::with_capacity(m.data.len());
+        let mut scales = Vec::with_capacity(m.rows);
+        let mut row_sums = Vec::with_capacity(m.rows);
+        for row in m.data.chunks_exact(m.cols) {
+            let max = row.iter().fold(0f32, |acc, w| acc.max(w.abs()));
+            let scale = max / 127.0;
+            let inverse = if scale > 0.0 { 1.0 / scale } else { 0.0 };
+            let start = weights.len();
+            weights.extend(row.iter().map(|w| (w * inverse).round().clamp(-127.0, 127.0) as i8));
+            row_sums.push(weights[start..].iter().map(|&q| i32::from(q)).sum());
+            scales.push(scale);
+        }
+        Self { rows: m.rows, cols: m.cols, weights, scales, row_sums }
+    }
+
+    pub fn row(&self, r: usize) -> &[i8] {
+        &self.weights[r * self.cols..(r + 1) * self.cols]
+    }
+
+    /// Exact `W_q code` for each input row, accumulated in i32 (at most 127 * 128 * cols, which
+    /// fits for any `cols` below 132,000), computed on up to `threads` threads.
+    pub fn products(&self, codes: &[Vec<i8>], threads: usize) -> Vec<Vec<i64>> {
+        let per_row = |r: usize, out: &mut [i64]| {
+            let w = self.row(r);
+            for (o, code) in out.iter_mut().zip(codes) {
+                *o = i64::from(dot_i8(w, code));
+            }
+        };
+        // Computed row-major (one weight row against every token) so each row is read once.
+        let by_row = for_each_row(
+            self.rows,
+            codes.len(),
+            self.rows * self.cols * codes.len(),
+            threads,
+            per_row,
+        );
+        transpose(&by_row, self.rows, codes.len())
+    }
+
+    /// `y_r = scale_w_r * (scale_x * (W_q code)_r + offset_x * rowsum_r)`.
+    pub fn dequantize(
+        &self,
+        products: &[i64],
+        x: &SqueezedActivation,
+    ) -> Result<Vec<f32>, BackendError> {
+        if products.len() != self.rows {
+            return Err(format!(
+                "product row has {} values, expected {}",
+                products.len(),
+                self.rows
+            )
+            .into());
+        }
+        Ok(products
+            .iter()
+            .zip(&self.scales)
+            .zip(&self.row_sums)
+            .map(|((&p, &scale_w), &row_sum)| {
+                scale_w * (x.scale * p as f32 + x.offset * row_sum as f32)
+            })
+            .collect())
+    }
+}
+
+/// A token's activations as centred codes: `x[j] ~= scale * codes[j] + offset`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SqueezedActivation {
+    pub codes: Vec<i8>,
+    pub scale: f32,
+    pub offset: f32,
+}
+
+/// Whitepaper section 5 on one token: sigma = std-dev of the token, S = alpha if sigma > T
+/// else 1/alpha, then L = 256 levels between min and max of `S x`. The codes are returned
+/// centred (level - 128) and `scale`/`offset` undo both the level mapping and S.
+pub fn squeeze_activation(x: &[f32]) -> SqueezedActivation {
+    let n = x.len().max(1) as f32;
+    let mean = x.iter().sum::<f32>() / n;
+    let sigma = (x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n).sqrt();
+    let s = if sigma > ADAPTIVE_THRESHOLD { ADAPTIVE_ALPHA } else { 1.0 / ADAPTIVE_ALPHA };
+    let (min, max) = x
+        .iter()
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| (lo.min(s * v), hi.max(s * v)));
+    if x.is_empty() || max <= min {
+        let value = x.first().copied().unwrap_or(0.0);
+        return SqueezedActivation { codes: vec![0; x.len()], scale: 0.0, offset: value };
+    }
+    let half = (LEVELS / 2) as f32;
+    let step = (max - min) / (LEVELS - 1) as f32;
+    let codes = x
+        .iter()
+        .map(|&v| (((s * v - min) / step).round() - half).clamp(-half, half - 1.0) as i8)
+        .collect();
+    SqueezedActivation { codes, scale: step / s, offset: (min + half * step) / s }
+}
+
+/// The squeezed model: what the miner multiplies (`matrix`) and what the client needs around it.
+#[derive(Clone, Debug)]
+pub struct SqueezedModel {
+    pub config: LlamaConfig,
+    /// f32 embeddings for the client's token lookup.
+    pub embedding: Matrix,
+    layers: Vec<[QuantMatrix; 4]>,
+    /// `E diag(final_norm)` squeezed like the other matrices; computed by the client.
+    pub lm_head: QuantMatrix,
+}
+
+impl SqueezedModel {
+    pub fn from_float(model: &FloatModel) -> Self {
+        let layers = model
+            .layers
+            .iter()
+            .map(|l| [&l.qkv, &l.attn_out, &l.gate_up, &l.down].map(QuantMatrix::quantize))
+            .collect();
+        let head = model.output_matrix();
+        let mut gained = head.clone();
+        for row in gained.data.chunks_exact_mut(head.cols) {
+            row.iter_mut().zip(&model.final_norm).for_each(|(w, g)| *w *= g);
+        }
+        Self {
+            config: model.config.clone(),
+            embedding: model.embedding.clone(),
+            layers,
+            lm_head: QuantMatrix::quantize(&gained),
+        }
+    }
+
+    pub fn matrix(&self, layer: usize, stage: Stage) -> &QuantMatrix {
+        &self.layers[layer][stage.index()]
+    }
+
+    pub fn n_layers(&self) -> usize {
+        self.layers.len()
+    }
+}
+
+/// Computes the products in plaintext straight from the squeezed matrices.
+pub struct PlainBackend<'a> {
+    model: &'a SqueezedModel,
+    threads: usize,
+}
+
+impl<'a> PlainBackend<'a> {
+    pub fn new(model: &'a SqueezedModel) -> Self {
+        Self { model, threads: default_threads() }
+    }
+
+    pub fn with_threads(model: &'a SqueezedModel, threads: usize) -> Self {
+        Self { model, threads: threads.max(1) }
+    }
+}
+
+impl crate::LinearBackend for PlainBackend<'_> {
+    fn products(
+        &mut self,
+        layer: usize,
+        stage: Stage,
+        codes: &[Vec<i8>],
+    ) -> Result<Vec<Vec<i64>>, BackendError> {
+        if layer >= self.model.n_layers() {
+            return Err(format!("layer {layer} out of range").into());
+        }
+        let m = self.model.matrix(layer, stage);
+        if let Some(bad) = codes.iter().find(|c| c.len() != m.cols) {
+            return Err(
+                format!("input row has {} codes, {stage:?} expects {}", bad.len(), m.cols).into()
+            );
+        }
+        Ok(m.products(codes, self.threads))
+    }
+}
+
+/// Two threads at most: the deployment target has two cores.
+pub(crate) fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(2))
+}
+
+/// Below this many multiply-accumulates a thread costs more than it saves.
+const MIN_WORK_PER_THREAD: usize = 200_000;
+
+/// Fills a `rows x width` row-major buffer by calling `fill(r, row_r)`, splitting rows over
+/// threads; each row is computed by one call, so results do not depend on the thread count.
+pub(crate) fn for_each_row<T: Default + Clone + Send>(
+    rows: usize,
+    width: usize,
+    work: usize,
+    threads: usize,
+    fill: impl Fn(usize, &mut [T]) + Sync,
+) -> Vec<T> {
+    let mut out = vec![T::default(); rows * width];
+    let threads = threads.min(work / MIN_WORK_PER_THREAD).clamp(1, rows.max(1));
+    if width == 0 {
+        return out;
+    }
+    let rows_per_thread = rows.div_ceil(threads);
+    std::thread::scope(|scope| {
+        for (chunk_index, chunk) in out.chunks_mut(rows_per_thread * width).enumerate() {
+            let fill = &fill;
+            let mut job = move || {
+                for (i, row) in chunk.chunks_exact_mut(width).enumerate() {
+                    fill(chunk_index * rows_per_thread + i, row);
+                }
+            };
+            if threads == 1 {
+                job()
+            } else {
+                scope.spawn(job);
+            }
+        }
+    });
+    out
+}
+
+fn transpose<T: Copy>(data: &[T], rows: usize, cols: usize) -> Vec<Vec<T>> {
+    (0..cols).map(|c| (0..rows).map(|r| data[r * cols + c]).collect()).collect()
+}
+
+/// i8 dot product; the fixed-width lanes let the compiler vectorise it.
+pub(crate) fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
+    const LANES: usize = 32;
+    let mut acc = [0i32; LANES];
+    let (a_chunks, b_chunks) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let tail: i32 = a_chunks
+        .remainder()
+        .iter()
+        .zip(b_chunks.remainder())
+        .map(|(&x, &y)| i32::from(x) * i32::from(y))
+        .sum();
+    for (x, y) in a_chunks.zip(b_chunks) {
+        for i in 0..LANES {
+            acc[i] += i32::from(x[i]) * i32::from(y[i]);
+        }
+    }
+    acc.iter().sum::<i32>() + tail
+}
+
+/// f32 dot product with a fixed summation order (eight lanes, then the tail), so results are
+/// bitwise reproducible and the compiler can vectorise it.
+pub(crate) fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    const LANES: usize = 8;
+    let mut acc = [0f32; LANES];
+    let (a_chunks, b_chunks) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let tail: f32 = a_chunks.remainder().iter().zip(b_chunks.remainder()).map(|(x, y)| x * y).sum();
+    for (x, y) in a_chunks.zip(b_chunks) {
+        for i in 0..LANES {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}

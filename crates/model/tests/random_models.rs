@@ -1,0 +1,245 @@
+//! Tests on tiny random Llama models written in the real GGUF and Hugging Face formats.
+
+use std::path::PathBuf;
+
+use based_model::gguf::GgufFile;
+use based_model::testutil::{test_tokenizer, write_random_gguf, write_random_hf_dir};
+use based_model::{
+    BackendError, ChatTokenizer, FloatGenerator, Generator, LinearBackend, LlamaConfig,
+    LoadedModel, ModelError, PlainBackend, QuantMatrix, SqueezedModel, Stage, float_perplexity,
+    squeeze_activation, squeezed_perplexity,
+};
+
+fn scratch_dir(test: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("based-model-{test}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create scratch dir");
+    dir
+}
+
+fn tiny_gguf(test: &str) -> (PathBuf, LoadedModel) {
+    let path = scratch_dir(test).join("model.gguf");
+    write_random_gguf(&path, &LlamaConfig::tiny(), 7).expect("write gguf");
+    let loaded = LoadedModel::load(&path).expect("load gguf");
+    (path, loaded)
+}
+
+#[test]
+fn gguf_and_hf_directory_load_to_the_same_model() {
+    let dir = scratch_dir("same");
+    let config = LlamaConfig::tiny();
+    write_random_gguf(&dir.join("model.gguf"), &config, 3).unwrap();
+    write_random_hf_dir(&dir.join("hf"), &config, 3).unwrap();
+    let from_gguf = LoadedModel::load(&dir.join("model.gguf")).unwrap();
+    let from_hf = LoadedModel::load(&dir.join("hf")).unwrap();
+    assert_eq!(from_gguf.model.config, config);
+    assert_eq!(
+        from_gguf.model, from_hf.model,
+        "Q8_0-exact weights and the q/k permutation must round-trip"
+    );
+
+    let text = "the cat sat on the mat in 2024 <|im_end|>";
+    let ids = from_gguf.tokenizer.encode(text).unwrap();
+    assert_eq!(ids, from_hf.tokenizer.encode(text).unwrap());
+    assert_eq!(from_gguf.tokenizer.decode(&ids).unwrap(), text);
+    assert_eq!(from_gguf.tokenizer.stop_tokens(), &[2, 0]);
+
+    let squeezed = SqueezedModel::from_float(&from_gguf.model);
+    let prompt = from_gguf.tokenizer.encode_chat("be brief", "hi there").unwrap();
+    let mut backend = PlainBackend::new(&squeezed);
+    let mut streamed = Vec::new();
+    let out = Generator::new(&squeezed)
+        .generate(&prompt, 12, &[], &mut backend, &mut |t| streamed.push(t))
+        .unwrap();
+    assert_eq!(out.len(), 12);
+    assert_eq!(out, streamed);
+    let float_out =
+        FloatGenerator::new(&from_hf.model).generate(&prompt, 12, &[], &mut |_| {}).unwrap();
+    assert_eq!(float_out.len(), 12);
+}
+
+#[test]
+fn tokenizer_splits_digits_and_adds_no_prefix_space() {
+    let tokenizer = test_tokenizer(LlamaConfig::tiny().vocab_size).unwrap();
+    let ids = tokenizer.encode("the 42").unwrap();
+    let expected: Vec<u32> =
+        ["the", "Ġ", "4", "2"].iter().map(|t| tokenizer.token_id(t).unwrap()).collect();
+    assert_eq!(ids, expected);
+    let chat = tokenizer.encode_chat("sys", "user").unwrap();
+    assert_eq!(chat[0], tokenizer.token_id("<|im_start|>").unwrap());
+    assert_eq!(
+        ChatTokenizer::chat_prompt(&[("system", "S"), ("user", "U")]),
+        "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nU<|im_end|>\n<|im_start|>assistant\n"
+    );
+}
+
+#[test]
+fn activation_squeezing_reconstructs_within_half_a_step() {
+    for (n, spread) in [(64, 5.0f32), (576, 0.05), (7, 1.0)] {
+        let x: Vec<f32> = (0..n).map(|i| ((i * 37 % 101) as f32 / 50.0 - 1.0) * spread).collect();
+        let s = squeeze_activation(&x);
+        let (min, max) = x.iter().fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+        let step = (max - min) / 255.0;
+        for (&v, &c) in x.iter().zip(&s.codes) {
+            assert!((s.scale * f32::from(c) + s.offset - v).abs() <= 0.51 * step + 1e-6);
+        }
+        assert!(s.codes.contains(&-128) && s.codes.contains(&127));
+    }
+    let constant = squeeze_activation(&[0.25; 8]);
+    assert_eq!(constant.codes, vec![0; 8]);
+    assert_eq!(constant.scale * 3.0 + constant.offset, 0.25);
+}
+
+#[test]
+fn integer_products_are_exact_and_dequantise_close_to_float() {
+    let (_, loaded) = tiny_gguf("products");
+    let layer = &loaded.model.layers[1];
+    let q = QuantMatrix::quantize(&layer.gate_up);
+    let x: Vec<f32> = (0..q.cols).map(|i| (i as f32 * 0.37).sin()).collect();
+    let s = squeeze_activation(&x);
+    let products = q.products(std::slice::from_ref(&s.codes), 2);
+    assert_eq!(products[0].len(), q.rows);
+    for (r, &product) in products[0].iter().enumerate() {
+        let naive: i64 =
+            q.row(r).iter().zip(&s.codes).map(|(&w, &c)| i64::from(w) * i64::from(c)).sum();
+        assert_eq!(product, naive);
+    }
+    let y = q.dequantize(&products[0], &s).unwrap();
+    let mut worst = 0f32;
+    for (r, &y_r) in y.iter().enumerate() {
+        let exact: f32 = layer.gate_up.row(r).iter().zip(&x).map(|(w, x)| w * x).sum();
+        worst = worst.max((y_r - exact).abs());
+    }
+    assert!(worst < 0.05, "worst error {worst}");
+}
+
+/// Replays recorded products, counting calls: what an encrypted backend returning the same
+/// integers looks like to the generator.
+struct Recorder<'a> {
+    inner: PlainBackend<'a>,
+    calls: Vec<(usize, Stage, usize)>,
+}
+
+impl LinearBackend for Recorder<'_> {
+    fn products(
+        &mut self,
+        layer: usize,
+        stage: Stage,
+        codes: &[Vec<i8>],
+    ) -> Result<Vec<Vec<i64>>, BackendError> {
+        self.calls.push((layer, stage, codes.len()));
+        self.inner.products(layer, stage, codes)
+    }
+}
+
+#[test]
+fn prefill_batches_each_stage_and_matches_stepwise_decoding_bitwise() {
+    let (_, loaded) = tiny_gguf("prefill");
+    let squeezed = SqueezedModel::from_float(&loaded.model);
+    let tokens = loaded.tokenizer.encode("the answer is 42, then").unwrap();
+    let mut recorder =
+        Recorder { inner: PlainBackend::with_threads(&squeezed, 1), calls: Vec::new() };
+    let batched = Generator::new(&squeezed).prefill(&tokens, &mut recorder).unwrap();
+    let expected: Vec<_> =
+        (0..squeezed.n_layers()).flat_map(|l| Stage::ALL.map(|s| (l, s, tokens.len()))).collect();
+    assert_eq!(recorder.calls, expected);
+
+    let mut stepwise = Generator::new(&squeezed);
+    let mut backend = PlainBackend::with_threads(&squeezed, 2);
+    let mut logits = Vec::new();
+    for &t in &tokens {
+        logits = stepwise.step(t, &mut backend).unwrap();
+    }
+    assert_eq!(stepwise.position(), tokens.len());
+    assert_eq!(logits, batched, "same integers must give bitwise identical logits");
+}
+
+#[test]
+fn squeezed_perplexity_stays_close_to_float() {
+    let (_, loaded) = tiny_gguf("ppl");
+    let squeezed = SqueezedModel::from_float(&loaded.model);
+    let tokens =
+        loaded.tokenizer.encode("the theses in the west are an answer to the rest").unwrap();
+    let float = float_perplexity(&loaded.model, &tokens).unwrap();
+    let squeezed =
+        squeezed_perplexity(&squeezed, &tokens, &mut PlainBackend::new(&squeezed)).unwrap();
+    assert!(float.is_finite() && float > 1.0);
+    assert!((squeezed / float - 1.0).abs() < 0.05, "float {float}, squeezed {squeezed}");
+}
+
+#[test]
+fn backend_errors_and_bad_tokens_surface_as_errors() {
+    struct Failing;
+    impl LinearBackend for Failing {
+        fn products(
+            &mut self,
+            _: usize,
+            _: Stage,
+            _: &[Vec<i8>],
+        ) -> Result<Vec<Vec<i64>>, BackendError> {
+            Err(BackendError::new("network down"))
+        }
+    }
+    let (_, loaded) = tiny_gguf("errors");
+    let squeezed = SqueezedModel::from_float(&loaded.model);
+    let err = Generator::new(&squeezed).prefill(&[1, 2], &mut Failing).unwrap_err();
+    assert_eq!(err.to_string(), "linear backend: network down");
+    let mut backend = PlainBackend::new(&squeezed);
+    assert!(Generator::new(&squeezed).prefill(&[100_000], &mut backend).is_err());
+    assert!(Generator::new(&squeezed).prefill(&[], &mut backend).is_err());
+    assert!(backend.products(0, Stage::Down, &[vec![0; 3]]).is_err());
+}
+
+#[test]
+fn truncated_or_inconsistent_gguf_files_are_typed_errors() {
+    let (path, _) = tiny_gguf("truncated");
+    let bytes = std::fs::read(&path).unwrap();
+    for cut in (0..bytes.len()).step_by(bytes.len() / 97).chain([bytes.len() - 1]) {
+        assert!(GgufFile::parse(bytes[..cut].to_vec()).is_err(), "accepted a file cut at {cut}");
+    }
+    let mut bad_magic = bytes.clone();
+    bad_magic[0] = b'X';
+    assert!(matches!(GgufFile::parse(bad_magic), Err(ModelError::Gguf(_))));
+    let patched = |from: &[u8], to: &[u8]| {
+        let at = bytes.windows(from.len()).position(|w| w == from).unwrap();
+        let mut b = bytes.clone();
+        b[at..at + from.len()].copy_from_slice(to);
+        based_model::FloatModel::from_gguf(&GgufFile::parse(b).unwrap())
+    };
+    assert!(
+        matches!(patched(b"llama", b"gemma"), Err(ModelError::UnsupportedArchitecture(a)) if a == "gemma")
+    );
+    assert!(
+        matches!(patched(b"blk.1.ffn_up.weight", b"blk.1.ffn_UP.weight"), Err(ModelError::MissingTensor(t)) if t == "blk.1.ffn_up.weight")
+    );
+}
+
+#[test]
+fn inconsistent_hf_directories_are_typed_errors() {
+    let dir = scratch_dir("hf-errors");
+    write_random_hf_dir(&dir, &LlamaConfig::tiny(), 1).unwrap();
+    let config_path = dir.join("config.json");
+    let original = std::fs::read_to_string(&config_path).unwrap();
+    std::fs::write(
+        &config_path,
+        original.replace("\"intermediate_size\": 96", "\"intermediate_size\": 128"),
+    )
+    .unwrap();
+    let err = LoadedModel::load(&dir).err().unwrap();
+    assert!(
+        matches!(&err, ModelError::ShapeMismatch { name, .. } if name == "blk.0.ffn_gate.weight"),
+        "{err}"
+    );
+    std::fs::write(
+        &config_path,
+        original.replace("LlamaForCausalLM", "GPT2LMHeadModel").replace("\"llama\"", "\"gpt2\""),
+    )
+    .unwrap();
+    assert!(matches!(LoadedModel::load(&dir), Err(ModelError::UnsupportedArchitecture(_))));
+    std::fs::write(&config_path, &original).unwrap();
+    let weights = dir.join("model.safetensors");
+    let full = std::fs::read(&weights).unwrap();
+    std::fs::write(&weights, &full[..full.len() / 2]).unwrap();
+    assert!(matches!(LoadedModel::load(&dir), Err(ModelError::Safetensors(_))));
+    assert_eq!(based_model::model_files(&dir).unwrap().len(), 3);
+}
