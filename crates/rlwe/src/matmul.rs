@@ -12,9 +12,10 @@ use rayon::prelude::*;
 
 use crate::error::RlweError;
 use crate::params::{MAX_ABS_INPUT, MIN_NOISE_SIGMAS, Params, RING_DEGREE};
-use crate::poly::to_residue;
+use crate::poly::{LAZY_TERMS, mul_accumulate_wide, reduce_wide, to_residue};
 use crate::rlwe::{
-    ResultCiphertext, SecretKey, UploadCiphertext, decrypt_rows, encrypt_coefficients, expand_mask,
+    ResultCiphertext, SecretKey, UploadCiphertext, decrypt_rows, encrypt_coefficients,
+    expand_mask_ntt,
 };
 use crate::wire::{result_ciphertext_bytes, upload_ciphertext_bytes};
 
@@ -311,11 +312,9 @@ impl EncodedMatrix {
 
     fn transform(&self, ct: &UploadCiphertext) -> TransformedInput {
         let ntt = self.params.ntt();
-        let mut a = expand_mask(&ct.seed);
         let mut b = ct.b.clone();
-        ntt.forward(&mut a);
         ntt.forward(&mut b);
-        TransformedInput { a, b }
+        TransformedInput { a: expand_mask_ntt(&ct.seed), b }
     }
 
     /// Result ciphertext `out_index` for each vector of `inputs` (upload_cts transformed
@@ -325,18 +324,29 @@ impl EncodedMatrix {
         let ntt = self.params.ntt();
         let uploads = self.layout.upload_cts();
         let vectors = inputs.len() / uploads;
-        let mut acc_a = vec![0u64; vectors * RING_DEGREE];
-        let mut acc_b = vec![0u64; vectors * RING_DEGREE];
+        let mut wide_a = vec![0u128; vectors * RING_DEGREE];
+        let mut wide_b = vec![0u128; vectors * RING_DEGREE];
         let weight_row = &self.blocks[out_index * uploads * RING_DEGREE..][..uploads * RING_DEGREE];
-        for (in_index, weights) in weight_row.chunks_exact(RING_DEGREE).enumerate() {
-            let accumulators =
-                acc_a.chunks_exact_mut(RING_DEGREE).zip(acc_b.chunks_exact_mut(RING_DEGREE));
-            for (vector, (acc_a, acc_b)) in accumulators.enumerate() {
-                let input = &inputs[vector * uploads + in_index];
-                ntt.mul_accumulate(acc_a, &input.a, weights);
-                ntt.mul_accumulate(acc_b, &input.b, weights);
+        let weight_blocks: Vec<&[u64]> = weight_row.chunks_exact(RING_DEGREE).collect();
+        for (chunk_index, chunk) in weight_blocks.chunks(LAZY_TERMS).enumerate() {
+            if chunk_index > 0 {
+                wide_a
+                    .iter_mut()
+                    .chain(wide_b.iter_mut())
+                    .for_each(|x| *x = u128::from(reduce_wide(*x)));
+            }
+            for (offset, weights) in chunk.iter().enumerate() {
+                let in_index = chunk_index * LAZY_TERMS + offset;
+                let accumulators =
+                    wide_a.chunks_exact_mut(RING_DEGREE).zip(wide_b.chunks_exact_mut(RING_DEGREE));
+                for (vector, (acc_a, acc_b)) in accumulators.enumerate() {
+                    let input = &inputs[vector * uploads + in_index];
+                    mul_accumulate_wide(acc_a, acc_b, &input.a, &input.b, weights);
+                }
             }
         }
+        let mut acc_a: Vec<u64> = wide_a.into_iter().map(reduce_wide).collect();
+        let mut acc_b: Vec<u64> = wide_b.into_iter().map(reduce_wide).collect();
         acc_a
             .chunks_exact_mut(RING_DEGREE)
             .zip(acc_b.chunks_exact_mut(RING_DEGREE))
@@ -456,15 +466,23 @@ mod tests {
         weights: &[i8],
         inputs: &[Vec<i8>],
     ) -> Vec<Vec<i64>> {
-        let n_in = inputs[0].len();
+        let layout = MatrixLayout::choose(params, inputs[0].len(), n_out).unwrap();
+        encrypted_products_with(params, &layout, weights, inputs)
+    }
+
+    fn encrypted_products_with(
+        params: &Params,
+        layout: &MatrixLayout,
+        weights: &[i8],
+        inputs: &[Vec<i8>],
+    ) -> Vec<Vec<i64>> {
         let mut rng = ChaCha20Rng::seed_from_u64(7);
         let key = SecretKey::generate(params, &mut rng);
-        let layout = MatrixLayout::choose(params, n_in, n_out).unwrap();
-        let matrix = EncodedMatrix::encode(params, &layout, weights).unwrap();
+        let matrix = EncodedMatrix::encode(params, layout, weights).unwrap();
         let uploads: Vec<Vec<UploadCiphertext>> = inputs
             .iter()
             .map(|x| {
-                encrypt_vector(&key, &layout, x, &mut rng)
+                encrypt_vector(&key, layout, x, &mut rng)
                     .unwrap()
                     .iter()
                     .map(|ct| UploadCiphertext::from_bytes(params, &ct.to_bytes()).unwrap())
@@ -478,11 +496,9 @@ mod tests {
             .map(|results| {
                 let received: Vec<ResultCiphertext> = results
                     .iter()
-                    .map(|ct| {
-                        ResultCiphertext::from_bytes(params, &layout, &ct.to_bytes()).unwrap()
-                    })
+                    .map(|ct| ResultCiphertext::from_bytes(params, layout, &ct.to_bytes()).unwrap())
                     .collect();
-                decrypt_products(&key, &layout, &received).unwrap()
+                decrypt_products(&key, layout, &received).unwrap()
             })
             .collect()
     }
@@ -568,6 +584,20 @@ mod tests {
         let inputs: Vec<Vec<i8>> =
             (0..2 * VECTORS_PER_TASK + 3).map(|_| random_i8(&mut rng, n_in, i8::MIN)).collect();
         let decrypted = encrypted_products(&params, n_out, &weights, &inputs);
+        for (x, products) in inputs.iter().zip(&decrypted) {
+            assert_eq!(products, &plain_products(&weights, x));
+        }
+    }
+
+    #[test]
+    fn more_input_blocks_than_lazy_terms_are_exact() {
+        let (n_out, n_in) = (9, 2 * LAZY_TERMS + 5);
+        let mut rng = ChaCha20Rng::seed_from_u64(13);
+        let params = Params::for_product_bound(i8_bound(n_in)).unwrap();
+        let layout = MatrixLayout::with_blocks(&params, n_in, n_out, 1, n_out).unwrap();
+        let weights = random_i8(&mut rng, n_out * n_in, -127);
+        let inputs = vec![random_i8(&mut rng, n_in, i8::MIN), vec![i8::MIN; n_in]];
+        let decrypted = encrypted_products_with(&params, &layout, &weights, &inputs);
         for (x, products) in inputs.iter().zip(&decrypted) {
             assert_eq!(products, &plain_products(&weights, x));
         }

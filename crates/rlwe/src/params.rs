@@ -41,11 +41,12 @@ pub const MAX_ABS_INPUT: u64 = 128;
 
 /// Why these parameters are at least 128-bit secure.
 pub const SECURITY_NOTE: &str = "RLWE with N = 2048, one 54-bit prime q = 4194295*2^32+1 \
-(log2 q < 54), uniform ternary secret, centred binomial error (eta = 21, sigma = 3.24): \
-inside the HomomorphicEncryption.org standard (2018) table for 128-bit classical security \
-(N = 2048 allows log2 q <= 54 for ternary and Gaussian sigma ~ 3.2 secrets). Secret-key \
-encryption only; the public a is expanded from a fresh 32-byte seed with ChaCha20. Results are \
-mod-switched to a smaller modulus, which only lowers the attacker's advantage.";
+(log2 q < 54), uniform ternary secret, centred binomial error (eta = 21, sigma = 3.24): inside \
+the HomomorphicEncryption.org standard (2018) table for 128-bit classical security (N = 2048 \
+allows log2 q <= 54 for ternary secrets and error sigma ~ 3.2). Secret-key encryption only; the \
+public mask a is expanded from a fresh 32-byte seed with ChaCha12 (the rand crate's StdRng; the \
+best known attacks reach 7 rounds). Results are mod-switched to a smaller modulus after the \
+product; they are only ever decrypted by the key holder.";
 
 fn shared_ntt() -> Arc<Ntt> {
     static NTT: OnceLock<Arc<Ntt>> = OnceLock::new();

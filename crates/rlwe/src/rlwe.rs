@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use rand_chacha::ChaCha20Rng;
+use rand_chacha::ChaCha12Rng;
 use rand_core::{CryptoRng, SeedableRng};
 
 use crate::params::{CIPHERTEXT_MODULUS, MOD_SWITCH_HEADROOM_BITS, Params, RING_DEGREE};
@@ -41,11 +41,16 @@ impl SecretKey {
 
     /// a * s in R_q, coefficient form in and out.
     fn times_secret(&self, a: &[u64]) -> Vec<u64> {
-        let ntt = self.params.ntt();
         let mut a_ntt = a.to_vec();
-        ntt.forward(&mut a_ntt);
+        self.params.ntt().forward(&mut a_ntt);
+        self.times_secret_ntt(&a_ntt)
+    }
+
+    /// a * s in R_q from a in NTT form, coefficient form out.
+    fn times_secret_ntt(&self, a_ntt: &[u64]) -> Vec<u64> {
+        let ntt = self.params.ntt();
         let mut product = vec![0; RING_DEGREE];
-        ntt.mul_accumulate(&mut product, &a_ntt, &self.key_ntt_scaled);
+        ntt.mul_accumulate(&mut product, a_ntt, &self.key_ntt_scaled);
         ntt.inverse_unscaled(&mut product);
         product
     }
@@ -60,10 +65,12 @@ pub struct UploadCiphertext {
     pub(crate) b: Vec<u64>,
 }
 
-/// The public mask a of a seeded ciphertext, expanded with ChaCha20 (miner and client agree).
-pub(crate) fn expand_mask(seed: &[u8; 32]) -> Vec<u64> {
+/// The public mask a of a seeded ciphertext, expanded with ChaCha12 (miner and client agree)
+/// directly in NTT form: the NTT is a bijection of R_q, so a stays uniform (as in Kyber), and
+/// neither side has to transform it.
+pub(crate) fn expand_mask_ntt(seed: &[u8; 32]) -> Vec<u64> {
     let mut a = vec![0; RING_DEGREE];
-    sample_uniform(&mut ChaCha20Rng::from_seed(*seed), &mut a);
+    sample_uniform(&mut ChaCha12Rng::from_seed(*seed), &mut a);
     a
 }
 
@@ -74,9 +81,14 @@ pub(crate) fn encrypt_coefficients<R: CryptoRng + ?Sized>(
     rng: &mut R,
 ) -> UploadCiphertext {
     debug_assert!(message.len() <= RING_DEGREE);
+    // Two seeds from the caller's generator, expanded locally: the cost of encryption does not
+    // depend on how slow that generator is (an OS generator would mean a syscall per draw).
     let mut seed = [0u8; 32];
     rng.fill_bytes(&mut seed);
-    let a_times_s = key.times_secret(&expand_mask(&seed));
+    let mut noise_seed = [0u8; 32];
+    rng.fill_bytes(&mut noise_seed);
+    let mut noise = ChaCha12Rng::from_seed(noise_seed);
+    let a_times_s = key.times_secret_ntt(&expand_mask_ntt(&seed));
     let delta = key.params.delta() as i64;
     let b = a_times_s
         .iter()
@@ -84,7 +96,7 @@ pub(crate) fn encrypt_coefficients<R: CryptoRng + ?Sized>(
         .map(|(k, &a_s)| {
             let m = message.get(k).map_or(0, |&m| i64::from(m));
             // |Delta * m| < 2^61: no overflow.
-            sub_mod_q(add_mod_q(to_residue(sample_error(rng)), to_residue(delta * m)), a_s)
+            sub_mod_q(add_mod_q(to_residue(sample_error(&mut noise)), to_residue(delta * m)), a_s)
         })
         .collect();
     UploadCiphertext { log2_t: key.params.log2_plaintext_modulus(), seed, b }
