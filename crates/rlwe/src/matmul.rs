@@ -306,6 +306,15 @@ impl EncodedMatrix {
                     found: ct.log2_t,
                 });
             }
+            if ct.in_block != self.layout.in_block {
+                return Err(RlweError::LayoutMismatch {
+                    what: "upload ciphertext",
+                    detail: format!(
+                        "made for input blocks of {}, the matrix uses {}",
+                        ct.in_block, self.layout.in_block
+                    ),
+                });
+            }
         }
         Ok(())
     }
@@ -381,7 +390,9 @@ pub fn encrypt_vector<R: CryptoRng + ?Sized>(
             actual: x.len(),
         });
     }
-    Ok(x.chunks(layout.in_block).map(|block| encrypt_coefficients(key, block, rng)).collect())
+    Ok(x.chunks(layout.in_block)
+        .map(|block| encrypt_coefficients(key, block, layout.in_block, rng))
+        .collect())
 }
 
 /// Client: decrypts the n_out dot products W x. Any value beyond the product bound of the key's
@@ -680,6 +691,12 @@ mod tests {
     #[test]
     fn mismatched_inputs_are_rejected() {
         let s = session(64, 300);
+        let mut other_layout_uploads = s.uploads.clone();
+        other_layout_uploads[0].in_block += 1;
+        assert!(matches!(
+            s.matrix.apply(&other_layout_uploads),
+            Err(RlweError::LayoutMismatch { what: "upload ciphertext", .. })
+        ));
         assert!(matches!(
             s.matrix.apply(&s.uploads[1..]),
             Err(RlweError::WrongLength { what: "upload ciphertexts per input vector", .. })

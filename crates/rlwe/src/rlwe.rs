@@ -60,6 +60,9 @@ impl SecretKey {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UploadCiphertext {
     pub(crate) log2_t: u32,
+    /// Input values per ciphertext in the layout it was made for: a miner using another layout
+    /// would compute garbage, so it is carried and checked.
+    pub(crate) in_block: usize,
     pub(crate) seed: [u8; 32],
     /// Residues mod q, coefficient form.
     pub(crate) b: Vec<u64>,
@@ -78,9 +81,10 @@ pub(crate) fn expand_mask_ntt(seed: &[u8; 32]) -> Vec<u64> {
 pub(crate) fn encrypt_coefficients<R: CryptoRng + ?Sized>(
     key: &SecretKey,
     message: &[i8],
+    in_block: usize,
     rng: &mut R,
 ) -> UploadCiphertext {
-    debug_assert!(message.len() <= RING_DEGREE);
+    debug_assert!(message.len() <= in_block && in_block <= RING_DEGREE);
     // Two seeds from the caller's generator, expanded locally: the cost of encryption does not
     // depend on how slow that generator is (an OS generator would mean a syscall per draw).
     let mut seed = [0u8; 32];
@@ -99,7 +103,7 @@ pub(crate) fn encrypt_coefficients<R: CryptoRng + ?Sized>(
             sub_mod_q(add_mod_q(to_residue(sample_error(&mut noise)), to_residue(delta * m)), a_s)
         })
         .collect();
-    UploadCiphertext { log2_t: key.params.log2_plaintext_modulus(), seed, b }
+    UploadCiphertext { log2_t: key.params.log2_plaintext_modulus(), in_block, seed, b }
 }
 
 /// A product ciphertext switched to q' = 2^result_modulus_bits: the whole mask a', but b' only

@@ -1,4 +1,4 @@
-//! Byte formats. Upload: "BU", version, log2 N, log2 t, 32-byte seed, N coefficients of b at
+//! Byte formats. Upload: "BU", version, log2 N, log2 t, in_block (u16 LE), 32-byte seed, N coefficients of b at
 //! 54 bits. Result: "BR", version, log2 N, log2 t, in_block, out_block, rows (u16 LE each),
 //! then N coefficients of a' and `rows` of b' at log2 q' bits. Coefficients are packed
 //! little-endian, LSB first; padding bits of the last byte must be zero.
@@ -11,7 +11,7 @@ use crate::rlwe::{ResultCiphertext, UploadCiphertext};
 const FORMAT_VERSION: u8 = 1;
 const UPLOAD_MAGIC: [u8; 2] = *b"BU";
 const RESULT_MAGIC: [u8; 2] = *b"BR";
-const UPLOAD_HEADER_BYTES: usize = 5;
+const UPLOAD_HEADER_BYTES: usize = 7;
 const RESULT_HEADER_BYTES: usize = 11;
 const SEED_BYTES: usize = 32;
 const UPLOAD_WHAT: &str = "upload ciphertext";
@@ -122,6 +122,8 @@ fn header(magic: [u8; 2], log2_t: u32, capacity: usize) -> Vec<u8> {
 impl UploadCiphertext {
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = header(UPLOAD_MAGIC, self.log2_t, upload_ciphertext_bytes());
+        // Block sizes are at most N = 2048 (checked at layout construction).
+        out.extend_from_slice(&(self.in_block as u16).to_le_bytes());
         out.extend_from_slice(&self.seed);
         pack(self.b.iter(), CIPHERTEXT_MODULUS_BITS, &mut out);
         out
@@ -130,6 +132,15 @@ impl UploadCiphertext {
     pub fn from_bytes(params: &Params, bytes: &[u8]) -> Result<Self, RlweError> {
         check_length(bytes, upload_ciphertext_bytes(), UPLOAD_WHAT)?;
         check_header(bytes, UPLOAD_MAGIC, params, UPLOAD_WHAT)?;
+        let in_block = usize::from(u16::from_le_bytes([bytes[5], bytes[6]]));
+        if !(1..=RING_DEGREE).contains(&in_block) {
+            return Err(RlweError::LayoutMismatch {
+                what: UPLOAD_WHAT,
+                detail: format!(
+                    "input block of {in_block} values in a ring of degree {RING_DEGREE}"
+                ),
+            });
+        }
         let (seed, packed) = bytes[UPLOAD_HEADER_BYTES..].split_at(SEED_BYTES);
         let b = unpack(packed, RING_DEGREE, CIPHERTEXT_MODULUS_BITS, UPLOAD_WHAT)?;
         if let Some((index, &value)) = b.iter().enumerate().find(|(_, v)| **v >= CIPHERTEXT_MODULUS)
@@ -143,6 +154,7 @@ impl UploadCiphertext {
         }
         Ok(Self {
             log2_t: params.log2_plaintext_modulus(),
+            in_block,
             seed: seed.try_into().expect("split at SEED_BYTES"),
             b,
         })
@@ -255,6 +267,12 @@ mod tests {
         assert!(matches!(
             UploadCiphertext::from_bytes(&other, &f.upload),
             Err(RlweError::WrongParameters { what: UPLOAD_WHAT, .. })
+        ));
+        let mut no_block = f.upload.clone();
+        no_block[5..7].copy_from_slice(&[0, 0]);
+        assert!(matches!(
+            UploadCiphertext::from_bytes(&f.params, &no_block),
+            Err(RlweError::LayoutMismatch { what: UPLOAD_WHAT, .. })
         ));
         // Coefficient 1 occupies bits 54..108 of the packed b: set it to 2^54 - 1 >= q.
         let mut out_of_range = f.upload.clone();
