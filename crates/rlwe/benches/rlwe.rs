@@ -55,8 +55,18 @@ fn main() {
     let mut poly: Vec<u64> = (0..RING_DEGREE as u64).collect();
     let forward = median_time(budget, || plan.fwd(black_box(&mut poly)));
     let inverse = median_time(budget, || plan.inv(black_box(&mut poly)));
+    let keygen_params = Params::for_product_bound(127 * 128 * 576).expect("params");
+    let mut keygen_rng = ChaCha20Rng::seed_from_u64(0);
+    let keygen = median_time(budget, || {
+        black_box(SecretKey::generate(&keygen_params, &mut keygen_rng));
+    });
     println!("N = {RING_DEGREE}, q = {CIPHERTEXT_MODULUS} (54 bits), concrete-ntt prime64");
-    println!("NTT forward {:.1} us, inverse {:.1} us\n", micros(forward), micros(inverse));
+    println!(
+        "NTT forward {:.1} us, inverse {:.1} us; key generation {:.1} us\n",
+        micros(forward),
+        micros(inverse),
+        micros(keygen)
+    );
 
     // SmolLM2-135M: fused QKV, attention output, fused gate/up, down; plus a 1B-class shape.
     let shapes = [
@@ -68,7 +78,7 @@ fn main() {
     ];
     let batch = 8;
     println!(
-        "{:<8} {:>11} {:>5}x{:<4} {:>4}/{:<4} {:>9} {:>9} {:>8} {:>8} {:>9} {:>9} {:>9} {:>8} {:>9} {:>7}",
+        "{:<8} {:>11} {:>5}x{:<4} {:>4}/{:<4} {:>9} {:>9} {:>8} {:>8} {:>9} {:>9} {:>9} {:>8} {:>9} {:>7} {:>5} {:>6} {:>6}",
         "layer",
         "n_out x n_in",
         "ob",
@@ -81,12 +91,16 @@ fn main() {
         "dec ms",
         "apply1 ms",
         "apply2 ms",
-        "batch8 ms",
+        "b8/vec ms",
         "plain us",
         "MMAC/s 2t",
-        "x plain"
+        "x plain",
+        "log t",
+        "log q'",
+        "sigmas"
     );
     let mut token_seconds = 0.0;
+    let mut token_seconds_batched = 0.0;
     let mut token_bytes = 0usize;
     let mut client_seconds = 0.0;
     let mut memory = 0usize;
@@ -130,7 +144,7 @@ fn main() {
         let macs = (n_out * n_in) as f64;
         let batched_per_vector = batched.as_secs_f64() / batch as f64;
         println!(
-            "{:<8} {:>5} x {:<5} {:>5}x{:<4} {:>4}/{:<4} {:>9.1} {:>9.1} {:>8.2} {:>8.2} {:>9.2} {:>9.2} {:>9.2} {:>8.1} {:>9.0} {:>7.0}",
+            "{:<8} {:>5} x {:<5} {:>5}x{:<4} {:>4}/{:<4} {:>9.1} {:>9.1} {:>8.2} {:>8.2} {:>9.2} {:>9.2} {:>9.2} {:>8.1} {:>9.0} {:>7.0} {:>5} {:>6} {:>6.1}",
             name,
             n_out,
             n_in,
@@ -144,23 +158,30 @@ fn main() {
             decrypt.as_secs_f64() * 1e3,
             one_thread.as_secs_f64() * 1e3,
             two_threads.as_secs_f64() * 1e3,
-            batched.as_secs_f64() * 1e3,
+            batched_per_vector * 1e3,
             micros(plain_time),
             macs / two_threads.as_secs_f64() / 1e6,
             two_threads.as_secs_f64() / plain_time.as_secs_f64(),
+            params.log2_plaintext_modulus(),
+            params.result_modulus_bits(),
+            params.worst_case_noise_sigmas(layout.out_block()),
         );
         if name != "wide" {
             token_seconds += 30.0 * two_threads.as_secs_f64();
             token_bytes += 30 * (layout.upload_bytes() + layout.download_bytes());
             client_seconds += 30.0 * (encrypt + decrypt).as_secs_f64();
             memory += 30 * matrix.memory_bytes();
-            let _ = batched_per_vector;
+            token_seconds_batched += 30.0 * batched_per_vector;
         }
     }
     println!(
-        "\nSmolLM2-135M, 30 layers x 4 stages, one token: miner {:.0} ms (2 threads), client enc+dec {:.0} ms, \
+        "\nb8/vec: per input vector when {batch} vectors (tokens or users) share one apply_batch, 2 threads."
+    );
+    println!(
+        "SmolLM2-135M, 30 layers x 4 stages, one token: miner {:.0} ms (2 threads; {:.0} ms per token in batches of {batch}), client enc+dec {:.0} ms, \
          {:.1} MB on the wire, encoded weights {:.2} GB",
         token_seconds * 1e3,
+        token_seconds_batched * 1e3,
         client_seconds * 1e3,
         token_bytes as f64 / 1e6,
         memory as f64 / 1e9

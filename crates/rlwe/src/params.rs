@@ -112,11 +112,10 @@ impl Params {
         }
         let mut params =
             Self { log2_t, product_bound: max_abs_result, max_out_block: 0, ntt: shared_ntt() };
-        let row_energy = params.worst_row_energy();
-        let fits = |rows: usize| params.noise_sigmas(rows as f64 * row_energy) >= MIN_NOISE_SIGMAS;
+        let fits = |rows: usize| params.worst_case_noise_sigmas(rows) >= MIN_NOISE_SIGMAS;
         if !fits(1) {
             return Err(RlweError::NoiseBudgetExceeded {
-                sigmas: params.noise_sigmas(row_energy),
+                sigmas: params.worst_case_noise_sigmas(1),
                 required: MIN_NOISE_SIGMAS,
             });
         }
@@ -159,6 +158,13 @@ impl Params {
     /// the product bound still decrypts exactly (checked at [`MIN_NOISE_SIGMAS`]).
     pub fn max_out_block(&self) -> usize {
         self.max_out_block
+    }
+
+    /// Decryption noise margin, in standard deviations, of a result ciphertext carrying
+    /// `out_block` rows of the worst weights the product bound allows (exact decryption
+    /// needs at least [`MIN_NOISE_SIGMAS`]).
+    pub fn worst_case_noise_sigmas(&self, out_block: usize) -> f64 {
+        self.noise_sigmas(out_block as f64 * self.worst_row_energy())
     }
 
     pub fn security_note() -> &'static str {
