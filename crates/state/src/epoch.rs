@@ -226,3 +226,48 @@ mod tests {
         assert_eq!(result.dividends[3], 0);
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// A clique holding less than half of the stake that puts weight on its own miner,
+        /// which the honest majority does not weight, earns that miner nothing; and no miner's
+        /// rank exceeds its consensus weight (clipping).
+        #[test]
+        fn clique_gains_nothing_beyond_clipping(
+            honest in proptest::collection::vec((1u64..1_000, proptest::collection::vec(0u16..100, 4)), 2..6),
+            clique in proptest::collection::vec((1u64..1_000, proptest::collection::vec(0u16..100, 5)), 1..4),
+        ) {
+            let honest_stake: u64 = honest.iter().map(|(s, _)| s).sum();
+            let clique_stake: u64 = clique.iter().map(|(s, _)| s).sum();
+            prop_assume!(clique_stake * 2 < honest_stake);
+            let own_miner = 4;
+            let mut validators: Vec<ValidatorInput> = honest
+                .iter()
+                .map(|(stake, weights)| ValidatorInput {
+                    stake: *stake,
+                    weights: (0..4).map(|j| (j as Uid, weights[j])).collect(),
+                    previous_credits: vec![],
+                })
+                .collect();
+            validators.extend(clique.iter().map(|(stake, weights)| ValidatorInput {
+                stake: *stake,
+                weights: (0..5).map(|j| (j as Uid, if j == own_miner { 1_000 } else { weights[j] })).collect(),
+                previous_credits: vec![],
+            }));
+            let config = EpochConfig { active_percentile_ppb: 1, steepness: 10, tft_beta: 0 };
+            let result = run_epoch(&validators, 5, &[], config);
+            prop_assert_eq!(result.consensus_weight[own_miner], 0);
+            prop_assert_eq!(result.incentive[own_miner], 0);
+            for j in 0..5 {
+                prop_assert!(result.rank[j] <= result.consensus_weight[j]);
+            }
+        }
+    }
+}

@@ -688,3 +688,45 @@ proptest! {
         prop_assert_eq!(state.store(), again.store());
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(12))]
+
+    /// Whatever the weights, a tempo's payout plus what is withheld equals the emission the
+    /// Brain accrued, to the base unit.
+    #[test]
+    fn epoch_payouts_sum_exactly_to_the_emission(
+        weights in proptest::collection::vec(0u16..1_000, 2),
+        split in 0u32..=PPB,
+        commission in 0u32..=PPB,
+    ) {
+        let mut state = genesis();
+        let brain = acquire_burned_brain(&mut state, 1);
+        ok(&mut state, 1, Call::ConfigureBrain { brain, setting: BrainSetting::Split { miners_ppb: split } });
+        ok(&mut state, 2, Call::Register { brain, hotkey: address(50), role: Role::Validator, max_fee: coins(100) });
+        ok(&mut state, 3, Call::Register { brain, hotkey: address(60), role: Role::Miner, max_fee: coins(100) });
+        ok(&mut state, 4, Call::Register { brain, hotkey: address(61), role: Role::Miner, max_fee: coins(100) });
+        ok(&mut state, 5, Call::AddStake { brain, hotkey: address(50), amount: coins(7) });
+        ok(&mut state, 6, Call::AddStake { brain, hotkey: address(50), amount: 3 });
+        ok(&mut state, 2, Call::Transfer { to: address(50), amount: coins(1) });
+        finish(&mut state, 1);
+        ok(&mut state, 50, Call::SetCommission { brain, commission_ppb: commission });
+        let weights = vec![(0, weights[0]), (1, weights[1])];
+        ok(&mut state, 50, Call::SetWeights { brain, weights });
+        let tempo = state.params().unwrap().tempo;
+        let mut epochs = 0;
+        while epochs < 2 {
+            let record = state.brain(brain).unwrap().unwrap();
+            // The only Brain with a score takes the whole block reward.
+            let share = if record.performance > 0 { block_reward(state.height() + 1) } else { 0 };
+            for event in finish(&mut state, 1) {
+                if let Event::EpochPaid { paid, withheld, .. } = event {
+                    prop_assert_eq!(paid + withheld, record.accrued + share);
+                    epochs += 1;
+                }
+            }
+            prop_assert!(state.height() < 3 * tempo);
+        }
+        assert_supply_conserved(&state);
+    }
+}
