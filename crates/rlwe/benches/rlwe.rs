@@ -11,7 +11,7 @@ use based_rlwe::{
 };
 use concrete_ntt::prime64::Plan;
 use rand_chacha::ChaCha20Rng;
-use rand_core::{Rng, SeedableRng};
+use rand_core::{RngCore, SeedableRng};
 
 /// Median time of `run` over enough repetitions to fill about `budget`.
 fn median_time(budget: Duration, mut run: impl FnMut()) -> Duration {

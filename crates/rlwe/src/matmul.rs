@@ -453,7 +453,7 @@ mod tests {
     use super::*;
     use crate::params::MAX_ABS_WEIGHT;
     use rand_chacha::ChaCha20Rng;
-    use rand_core::{Rng, SeedableRng};
+    use rand_core::{RngCore, SeedableRng};
 
     fn random_i8(rng: &mut ChaCha20Rng, len: usize, low: i8) -> Vec<i8> {
         (0..len).map(|_| (rng.next_u32() as u8 as i8).max(low)).collect()

@@ -1,6 +1,6 @@
 //! Coefficient-level arithmetic modulo q and the samplers for secrets, errors and masks.
 
-use rand_core::Rng;
+use rand_core::RngCore;
 
 use crate::params::{CIPHERTEXT_MODULUS, CIPHERTEXT_MODULUS_BITS, ERROR_ETA};
 
@@ -82,7 +82,7 @@ pub(crate) fn reduce_wide(x: u128) -> u64 {
 }
 
 /// Uniform residues mod q by rejection sampling 54-bit draws (q > 2^53.99: rejects < 0.1%).
-pub(crate) fn sample_uniform<R: Rng + ?Sized>(rng: &mut R, out: &mut [u64]) {
+pub(crate) fn sample_uniform<R: RngCore + ?Sized>(rng: &mut R, out: &mut [u64]) {
     let mask = (1u64 << CIPHERTEXT_MODULUS_BITS) - 1;
     for slot in out {
         *slot = loop {
@@ -95,7 +95,7 @@ pub(crate) fn sample_uniform<R: Rng + ?Sized>(rng: &mut R, out: &mut [u64]) {
 }
 
 /// Uniform ternary coefficients in {-1, 0, 1}, one byte per draw with rejection of 255.
-pub(crate) fn sample_ternary<R: Rng + ?Sized>(rng: &mut R, count: usize) -> Vec<i8> {
+pub(crate) fn sample_ternary<R: RngCore + ?Sized>(rng: &mut R, count: usize) -> Vec<i8> {
     let mut out = Vec::with_capacity(count);
     let mut bytes = [0u8; 64];
     while out.len() < count {
@@ -111,7 +111,7 @@ pub(crate) fn sample_ternary<R: Rng + ?Sized>(rng: &mut R, count: usize) -> Vec<
 }
 
 /// Centred binomial error: popcount of eta bits minus popcount of eta bits, |e| <= eta.
-pub(crate) fn sample_error<R: Rng + ?Sized>(rng: &mut R) -> i64 {
+pub(crate) fn sample_error<R: RngCore + ?Sized>(rng: &mut R) -> i64 {
     let eta_mask = (1u64 << ERROR_ETA) - 1;
     let bits = rng.next_u64();
     i64::from((bits & eta_mask).count_ones())
@@ -122,7 +122,7 @@ pub(crate) fn sample_error<R: Rng + ?Sized>(rng: &mut R) -> i64 {
 mod tests {
     use super::*;
     use rand_chacha::ChaCha20Rng;
-    use rand_core::{Rng, SeedableRng};
+    use rand_core::{RngCore, SeedableRng};
 
     #[test]
     fn modulus_switch_rounds_exactly() {
