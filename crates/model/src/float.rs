@@ -1,10 +1,9 @@
-//! The float (f32) model: dequantised weights with Q/K/V and gate/up fused and the RMSNorm gains
-//! folded into the columns of the matrices that follow each norm.
+//! The float (f32) model: dequantised weights with Q/K/V and gate/up fused.
 
 use std::path::{Path, PathBuf};
 
 use crate::gguf::GgufFile;
-use crate::{LlamaConfig, ModelError};
+use crate::{LlamaConfig, ModelError, Stage};
 
 /// A row-major f32 matrix: `rows` outputs, `cols` inputs.
 #[derive(Clone, Debug, PartialEq)]
@@ -26,22 +25,27 @@ impl Matrix {
         Matrix { rows, cols, data }
     }
 
-    /// Scales column j by `gains[j]`, so that `W (g * x) = (W diag(g)) x`.
-    fn fold_gains(mut self, gains: &[f32]) -> Matrix {
-        for row in self.data.chunks_exact_mut(self.cols) {
+    /// `W diag(g)`: column j scaled by `gains[j]`, so that `W (g * x) = (W diag(g)) x`.
+    pub fn with_gains_folded(&self, gains: &[f32]) -> Matrix {
+        let mut folded = self.clone();
+        for row in folded.data.chunks_exact_mut(self.cols) {
             row.iter_mut().zip(gains).for_each(|(w, g)| *w *= g);
         }
-        self
+        folded
     }
 }
 
 /// The four fused linear stages of one decoder layer.
 #[derive(Clone, Debug, PartialEq)]
 pub struct FloatLayer {
-    /// `[q; k; v] diag(attn_norm)`, in GGUF's interleaved-RoPE row order.
+    /// RMSNorm gains before attention.
+    pub attn_norm: Vec<f32>,
+    /// `[q; k; v]`, in GGUF's interleaved-RoPE row order.
     pub qkv: Matrix,
     pub attn_out: Matrix,
-    /// `[gate; up] diag(ffn_norm)`.
+    /// RMSNorm gains before the MLP.
+    pub ffn_norm: Vec<f32>,
+    /// `[gate; up]`.
     pub gate_up: Matrix,
     pub down: Matrix,
 }
@@ -120,12 +124,7 @@ impl FloatModel {
                 let down = m("ffn_down", h, ff)?;
                 let attn_norm = require(source, &name("attn_norm"), &[h])?;
                 let ffn_norm = require(source, &name("ffn_norm"), &[h])?;
-                Ok(FloatLayer {
-                    qkv: qkv.fold_gains(&attn_norm),
-                    attn_out,
-                    gate_up: gate_up.fold_gains(&ffn_norm),
-                    down,
-                })
+                Ok(FloatLayer { attn_norm, qkv, attn_out, ffn_norm, gate_up, down })
             })
             .collect::<Result<Vec<_>, ModelError>>()?;
         let embedding = matrix(source, "token_embd.weight", config.vocab_size, h)?;
@@ -136,6 +135,17 @@ impl FloatModel {
             data,
         });
         Ok(Self { config, embedding, layers, final_norm, lm_head })
+    }
+
+    /// A stage's matrix and the RMSNorm gains applied to its input (Qkv and GateUp only).
+    pub fn stage(&self, layer: usize, stage: Stage) -> (&Matrix, Option<&[f32]>) {
+        let l = &self.layers[layer];
+        match stage {
+            Stage::Qkv => (&l.qkv, Some(&l.attn_norm)),
+            Stage::AttnOut => (&l.attn_out, None),
+            Stage::GateUp => (&l.gate_up, Some(&l.ffn_norm)),
+            Stage::Down => (&l.down, None),
+        }
     }
 
     /// The output projection (the embeddings when tied).

@@ -24,7 +24,7 @@ pub trait LinearBackend {
 trait Stages {
     fn config(&self) -> &LlamaConfig;
     fn embedding(&self) -> &Matrix;
-    /// `xs` are RMS-normalised without gains (folded into the matrices) for Qkv and GateUp.
+    /// `xs` are RMS-normalised without their gains for Qkv and GateUp; the stage applies them.
     fn linear(
         &mut self,
         layer: usize,
@@ -55,7 +55,9 @@ impl Stages for SqueezedStages<'_> {
         stage: Stage,
         xs: &[Vec<f32>],
     ) -> Result<Vec<Vec<f32>>, BackendError> {
-        let squeezed: Vec<_> = xs.iter().map(|x| squeeze_activation(x)).collect();
+        let gain = self.model.input_gain(layer, stage);
+        let squeezed: Vec<_> =
+            xs.iter().map(|x| squeeze_activation(&apply_gain(x, gain))).collect();
         let codes: Vec<Vec<i8>> = squeezed.iter().map(|s| s.codes.clone()).collect();
         let products = self.backend.products(layer, stage, &codes)?;
         if products.len() != xs.len() {
@@ -71,8 +73,8 @@ impl Stages for SqueezedStages<'_> {
     }
 
     fn logits(&self, x: &[f32]) -> Vec<f32> {
-        let s = squeeze_activation(x);
-        let head: &QuantMatrix = &self.model.lm_head;
+        let s = squeeze_activation(&apply_gain(x, self.model.head_gain()));
+        let head: &QuantMatrix = self.model.lm_head();
         let products = head.products(std::slice::from_ref(&s.codes), self.threads);
         head.dequantize(&products[0], &s).unwrap_or_default()
     }
@@ -112,18 +114,13 @@ impl Stages for FloatStages<'_> {
         stage: Stage,
         xs: &[Vec<f32>],
     ) -> Result<Vec<Vec<f32>>, BackendError> {
-        let l = &self.model.layers[layer];
-        let m = match stage {
-            Stage::Qkv => &l.qkv,
-            Stage::AttnOut => &l.attn_out,
-            Stage::GateUp => &l.gate_up,
-            Stage::Down => &l.down,
-        };
-        Ok(float_product(m, xs, self.threads))
+        let (m, gain) = self.model.stage(layer, stage);
+        let gained: Vec<_> = xs.iter().map(|x| apply_gain(x, gain)).collect();
+        Ok(float_product(m, &gained, self.threads))
     }
 
     fn logits(&self, x: &[f32]) -> Vec<f32> {
-        let gained: Vec<f32> = x.iter().zip(&self.model.final_norm).map(|(v, g)| v * g).collect();
+        let gained = apply_gain(x, Some(&self.model.final_norm));
         float_product(self.model.output_matrix(), &[gained], self.threads).remove(0)
     }
 }
@@ -256,6 +253,13 @@ impl KvCache {
         }
         let wanted = if all_logits { &xs[..] } else { &xs[xs.len() - 1..] };
         Ok(wanted.iter().map(|x| stages.logits(&rms_norm(x, eps))).collect())
+    }
+}
+
+fn apply_gain(x: &[f32], gain: Option<&[f32]>) -> Vec<f32> {
+    match gain {
+        Some(g) => x.iter().zip(g).map(|(v, g)| v * g).collect(),
+        None => x.to_vec(),
     }
 }
 

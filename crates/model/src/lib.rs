@@ -21,8 +21,8 @@ pub use forward::{
     squeezed_perplexity,
 };
 pub use squeeze::{
-    ADAPTIVE_ALPHA, ADAPTIVE_THRESHOLD, LEVELS, PlainBackend, QuantMatrix, SqueezedActivation,
-    SqueezedModel, Stage, squeeze_activation,
+    ADAPTIVE_ALPHA, ADAPTIVE_THRESHOLD, LEVELS, NormGains, PlainBackend, QuantMatrix,
+    SqueezedActivation, SqueezedModel, Stage, squeeze_activation,
 };
 pub use tokenizer::{ChatTokenizer, DEFAULT_SYSTEM_PROMPT};
 

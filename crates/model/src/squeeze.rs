@@ -145,39 +145,84 @@ pub fn squeeze_activation(x: &[f32]) -> SqueezedActivation {
     SqueezedActivation { codes, scale: step / s, offset: (min + half * step) / s }
 }
 
+/// Where the RMSNorm gains go. Either way the miner only sees codes and the product is the same
+/// in exact arithmetic; the two differ in what gets quantised.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NormGains {
+    /// The client multiplies the normalised x by the gains before squeezing (sends g * x): the
+    /// gains damp the residual stream's outlier channels, so 8-bit codes lose less. The default.
+    ClientSide,
+    /// Folded into the matrix columns (`W diag(g)`) before quantising; the client squeezes the
+    /// bare normalised x, whose outlier channels then stretch the 256 levels.
+    Folded,
+}
+
+/// A squeezed matrix and the gains the client applies to its input first (if any).
+#[derive(Clone, Debug)]
+struct SqueezedStage {
+    matrix: QuantMatrix,
+    input_gain: Option<Vec<f32>>,
+}
+
+impl SqueezedStage {
+    fn new(m: &Matrix, gain: Option<&[f32]>, placement: NormGains) -> Self {
+        match (gain, placement) {
+            (Some(g), NormGains::Folded) => {
+                Self { matrix: QuantMatrix::quantize(&m.with_gains_folded(g)), input_gain: None }
+            }
+            _ => Self { matrix: QuantMatrix::quantize(m), input_gain: gain.map(<[f32]>::to_vec) },
+        }
+    }
+}
+
 /// The squeezed model: what the miner multiplies (`matrix`) and what the client needs around it.
 #[derive(Clone, Debug)]
 pub struct SqueezedModel {
     pub config: LlamaConfig,
+    pub norm_gains: NormGains,
     /// f32 embeddings for the client's token lookup.
     pub embedding: Matrix,
-    layers: Vec<[QuantMatrix; 4]>,
-    /// `E diag(final_norm)` squeezed like the other matrices; computed by the client.
-    pub lm_head: QuantMatrix,
+    layers: Vec<[SqueezedStage; 4]>,
+    /// The output projection, squeezed like the other matrices but computed by the client.
+    head: SqueezedStage,
 }
 
 impl SqueezedModel {
     pub fn from_float(model: &FloatModel) -> Self {
-        let layers = model
-            .layers
-            .iter()
-            .map(|l| [&l.qkv, &l.attn_out, &l.gate_up, &l.down].map(QuantMatrix::quantize))
-            .collect();
-        let head = model.output_matrix();
-        let mut gained = head.clone();
-        for row in gained.data.chunks_exact_mut(head.cols) {
-            row.iter_mut().zip(&model.final_norm).for_each(|(w, g)| *w *= g);
-        }
-        Self {
-            config: model.config.clone(),
-            embedding: model.embedding.clone(),
-            layers,
-            lm_head: QuantMatrix::quantize(&gained),
-        }
+        Self::from_float_with(model, NormGains::ClientSide)
     }
 
+    pub fn from_float_with(model: &FloatModel, norm_gains: NormGains) -> Self {
+        let layers = (0..model.layers.len())
+            .map(|l| {
+                Stage::ALL.map(|s| {
+                    let (m, gain) = model.stage(l, s);
+                    SqueezedStage::new(m, gain, norm_gains)
+                })
+            })
+            .collect();
+        let head = SqueezedStage::new(model.output_matrix(), Some(&model.final_norm), norm_gains);
+        let embedding = model.embedding.clone();
+        Self { config: model.config.clone(), norm_gains, embedding, layers, head }
+    }
+
+    /// The integer matrix the backend multiplies for `stage` of `layer`.
     pub fn matrix(&self, layer: usize, stage: Stage) -> &QuantMatrix {
-        &self.layers[layer][stage.index()]
+        &self.layers[layer][stage.index()].matrix
+    }
+
+    /// Gains the client multiplies into a stage's normalised input before squeezing it.
+    pub fn input_gain(&self, layer: usize, stage: Stage) -> Option<&[f32]> {
+        self.layers[layer][stage.index()].input_gain.as_deref()
+    }
+
+    /// The LM head (SmolLM2: the tied embeddings), computed by the client, never sent out.
+    pub fn lm_head(&self) -> &QuantMatrix {
+        &self.head.matrix
+    }
+
+    pub(crate) fn head_gain(&self) -> Option<&[f32]> {
+        self.head.input_gain.as_deref()
     }
 
     pub fn n_layers(&self) -> usize {

@@ -6,8 +6,8 @@ use based_model::gguf::GgufFile;
 use based_model::testutil::{test_tokenizer, write_random_gguf, write_random_hf_dir};
 use based_model::{
     BackendError, ChatTokenizer, FloatGenerator, Generator, LinearBackend, LlamaConfig,
-    LoadedModel, ModelError, PlainBackend, QuantMatrix, SqueezedModel, Stage, float_perplexity,
-    squeeze_activation, squeezed_perplexity,
+    LoadedModel, ModelError, NormGains, PlainBackend, QuantMatrix, SqueezedModel, Stage,
+    float_perplexity, squeeze_activation, squeezed_perplexity,
 };
 
 fn scratch_dir(test: &str) -> PathBuf {
@@ -157,14 +157,17 @@ fn prefill_batches_each_stage_and_matches_stepwise_decoding_bitwise() {
 #[test]
 fn squeezed_perplexity_stays_close_to_float() {
     let (_, loaded) = tiny_gguf("ppl");
-    let squeezed = SqueezedModel::from_float(&loaded.model);
     let tokens =
         loaded.tokenizer.encode("the theses in the west are an answer to the rest").unwrap();
     let float = float_perplexity(&loaded.model, &tokens).unwrap();
-    let squeezed =
-        squeezed_perplexity(&squeezed, &tokens, &mut PlainBackend::new(&squeezed)).unwrap();
     assert!(float.is_finite() && float > 1.0);
-    assert!((squeezed / float - 1.0).abs() < 0.05, "float {float}, squeezed {squeezed}");
+    for gains in [NormGains::ClientSide, NormGains::Folded] {
+        let squeezed = SqueezedModel::from_float_with(&loaded.model, gains);
+        assert_eq!(squeezed.input_gain(0, Stage::Qkv).is_some(), gains == NormGains::ClientSide);
+        let ppl =
+            squeezed_perplexity(&squeezed, &tokens, &mut PlainBackend::new(&squeezed)).unwrap();
+        assert!((ppl / float - 1.0).abs() < 0.05, "{gains:?}: float {float}, squeezed {ppl}");
+    }
 }
 
 #[test]
