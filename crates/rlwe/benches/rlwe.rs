@@ -116,14 +116,17 @@ fn main() {
         let results = matrix.apply(&uploads).expect("apply");
         let mut plain = vec![0i32; n_out];
         plain_matvec(&weights, &x, &mut plain);
-        let decrypted = decrypt_products(&key, &layout, &results).expect("decrypt");
+        let decrypted =
+            decrypt_products(&key, &layout, &results, params.product_bound()).expect("decrypt");
         assert!(decrypted.iter().zip(&plain).all(|(&d, &p)| d == i64::from(p)), "{name}: inexact");
 
         let encrypt = median_time(budget, || {
             black_box(encrypt_vector(&key, &layout, &x, &mut rng).expect("encrypt"));
         });
         let decrypt = median_time(budget, || {
-            black_box(decrypt_products(&key, &layout, &results).expect("decrypt"));
+            black_box(
+                decrypt_products(&key, &layout, &results, params.product_bound()).expect("decrypt"),
+            );
         });
         let apply_on = |threads: usize| {
             with_threads(threads, || {

@@ -395,13 +395,16 @@ pub fn encrypt_vector<R: CryptoRng + ?Sized>(
         .collect())
 }
 
-/// Client: decrypts the n_out dot products W x. Any value beyond the product bound of the key's
-/// parameters is reported: an honest miner cannot produce one, while a garbage result passes
-/// with probability at most 1/2 per value (see [`Params::for_product_bound`]).
+/// Client: decrypts the n_out dot products W x and checks each against `max_abs_product`
+/// (the matrix's largest row |W_r|_1 times 128; values above the parameters' product bound are
+/// capped to it). An honest miner always passes; a garbage result passes with probability
+/// (2 * bound + 1) / t <= 1/2 per value (see [`Params::for_product_bound`]), so a wrong key or a
+/// made-up result is reported as [`RlweError::ResultOutOfBound`].
 pub fn decrypt_products(
     key: &SecretKey,
     layout: &MatrixLayout,
     results: &[ResultCiphertext],
+    max_abs_product: u64,
 ) -> Result<Vec<i64>, RlweError> {
     let params = key.params();
     layout.check_params("matrix layout", params)?;
@@ -412,7 +415,7 @@ pub fn decrypt_products(
             actual: results.len(),
         });
     }
-    let bound = params.product_bound();
+    let bound = max_abs_product.min(params.product_bound());
     let mut products = Vec::with_capacity(layout.n_out);
     for (block, ct) in results.iter().enumerate() {
         if ct.log2_t != layout.log2_t {
@@ -466,6 +469,12 @@ mod tests {
             .collect()
     }
 
+    /// max_r |W_r|_1 * 128, the bound the client checks.
+    fn row_bound(weights: &[i8], n_in: usize) -> u64 {
+        let l1 = |row: &[i8]| row.iter().map(|w| u64::from(w.unsigned_abs())).sum::<u64>();
+        weights.chunks_exact(n_in).map(l1).max().unwrap_or(0) * MAX_ABS_INPUT
+    }
+
     fn i8_bound(n_in: usize) -> u64 {
         MAX_ABS_WEIGHT * MAX_ABS_INPUT * n_in as u64
     }
@@ -509,7 +518,8 @@ mod tests {
                     .iter()
                     .map(|ct| ResultCiphertext::from_bytes(params, layout, &ct.to_bytes()).unwrap())
                     .collect();
-                decrypt_products(&key, layout, &received).unwrap()
+                decrypt_products(&key, layout, &received, row_bound(weights, layout.n_in()))
+                    .unwrap()
             })
             .collect()
     }
@@ -656,12 +666,13 @@ mod tests {
         let s = session(576, 576);
         let results = s.matrix.apply(&s.uploads).unwrap();
         assert_eq!(
-            decrypt_products(&s.key, &s.layout, &results).unwrap(),
+            decrypt_products(&s.key, &s.layout, &results, row_bound(&s.weights, s.x.len()))
+                .unwrap(),
             plain_products(&s.weights, &s.x)
         );
         let other_key = SecretKey::generate(&s.params, &mut ChaCha20Rng::seed_from_u64(1234));
         assert!(matches!(
-            decrypt_products(&other_key, &s.layout, &results),
+            decrypt_products(&other_key, &s.layout, &results, row_bound(&s.weights, s.x.len())),
             Err(RlweError::ResultOutOfBound { .. })
         ));
     }
@@ -676,14 +687,14 @@ mod tests {
             ct.a.iter_mut().chain(ct.b.iter_mut()).for_each(|v| *v = rng.next_u64() & mask);
         }
         assert!(matches!(
-            decrypt_products(&s.key, &s.layout, &results),
+            decrypt_products(&s.key, &s.layout, &results, row_bound(&s.weights, s.x.len())),
             Err(RlweError::ResultOutOfBound { .. })
         ));
         // A flipped high bit of one mask coefficient shifts many products by a multiple of Delta'.
         let mut results = s.matrix.apply(&s.uploads).unwrap();
         results[0].a[17] ^= 1 << (s.params.result_modulus_bits() - 2);
         assert!(matches!(
-            decrypt_products(&s.key, &s.layout, &results),
+            decrypt_products(&s.key, &s.layout, &results, row_bound(&s.weights, s.x.len())),
             Err(RlweError::ResultOutOfBound { .. })
         ));
     }
@@ -711,7 +722,7 @@ mod tests {
         ));
         let results = s.matrix.apply(&s.uploads).unwrap();
         assert!(matches!(
-            decrypt_products(&s.key, &s.layout, &results[1..]),
+            decrypt_products(&s.key, &s.layout, &results[1..], u64::MAX),
             Err(RlweError::WrongLength { what: "result ciphertexts", .. })
         ));
         let other_params = Params::for_product_bound(i8_bound(4096)).unwrap();
