@@ -208,6 +208,25 @@ mod tests {
     }
 
     #[test]
+    fn inactive_validators_lose_their_credits_and_dividends() {
+        let weights = vec![(0, 1), (1, 1)];
+        let validators: Vec<ValidatorInput> = (1..=10)
+            .map(|stake| ValidatorInput {
+                stake,
+                weights: weights.clone(),
+                previous_credits: vec![(0, ONE / 2), (1, ONE / 2)],
+            })
+            .collect();
+        let result = run_epoch(&validators, 2, &[], config());
+        for i in 0..6 {
+            assert!(!result.active[i] && result.credits[i].is_empty() && result.dividends[i] == 0);
+        }
+        for i in 6..10 {
+            assert!(result.active[i] && !result.credits[i].is_empty() && result.dividends[i] > 0);
+        }
+    }
+
+    #[test]
     fn clique_above_consensus_is_clipped() {
         // Three honest validators (60% stake) weight miners 0 and 1 equally; a clique (40%)
         // puts everything on its own miner 2.

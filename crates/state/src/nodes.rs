@@ -164,9 +164,10 @@ fn change_stake(
             .checked_sub(amount)
             .ok_or(TxError::InsufficientStake { staked, requested: amount })?;
         ctx.credit(staker, amount)?;
-        node.stake -= amount;
-        brain.stake -= amount;
-        globals.total_stake -= amount;
+        // The totals include this stake, so they cannot go below zero.
+        node.stake = node.stake.saturating_sub(amount);
+        brain.stake = brain.stake.saturating_sub(amount);
+        globals.total_stake = globals.total_stake.saturating_sub(amount);
         remaining
     };
     if updated == 0 {

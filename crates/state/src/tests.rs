@@ -413,6 +413,11 @@ fn full_brain_replaces_lowest_ranked_node_past_immunity() {
 /// One Brain, one validator staked by a nominator, two miners weighted 3:1.
 fn working_brain(state: &mut State<MemoryStore>) -> u16 {
     let brain = acquire_burned_brain(state, 1);
+    populate(state, brain);
+    brain
+}
+
+fn populate(state: &mut State<MemoryStore>, brain: u16) {
     ok(
         state,
         2,
@@ -437,7 +442,61 @@ fn working_brain(state: &mut State<MemoryStore>) -> u16 {
         run(state, 50, Call::SetWeights { brain, weights: vec![(0, 1)] }),
         Err(TxError::WeightsRateLimited { .. })
     ));
-    brain
+}
+
+/// Runs blocks until the end of `brain`'s next epoch; returns its (paid, withheld).
+fn run_to_epoch(state: &mut State<MemoryStore>, brain: u16) -> (Amount, Amount) {
+    loop {
+        for event in finish(state, 1) {
+            if let Event::EpochPaid { brain: b, paid, withheld, .. } = event {
+                if b == brain {
+                    return (paid, withheld);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn staked_brain_owner_rewards_start_at_maturity() {
+    let mut state = genesis();
+    let brain = match ok(&mut state, 1, Call::AcquireBrainByStake {}).as_slice() {
+        [Event::BrainAcquired { brain, .. }] => *brain,
+        other => panic!("{other:?}"),
+    };
+    populate(&mut state, brain);
+    run_to_epoch(&mut state, brain);
+    let owner_before = balance(&state, 1);
+    let (paid, withheld) = run_to_epoch(&mut state, brain);
+    let accrued = paid + withheld;
+    assert_eq!(withheld, accrued / 4);
+    assert_eq!(balance(&state, 1), owner_before);
+    state.jump_to_height(1 + STAKE_MATURITY_BLOCKS);
+    run_to_epoch(&mut state, brain);
+    let owner_before = balance(&state, 1);
+    let (paid, withheld) = run_to_epoch(&mut state, brain);
+    assert_eq!(withheld, 0);
+    assert_eq!(balance(&state, 1) - owner_before, paid / 4);
+}
+
+#[test]
+fn weights_set_before_a_miner_registered_do_not_count() {
+    let mut state = genesis();
+    let brain = working_brain(&mut state);
+    // A miner taking uid 2 after the weights were set: the weights for it are dropped.
+    ok(&mut state, 50, Call::SetCommission { brain, commission_ppb: 0 });
+    finish(&mut state, 100);
+    ok(&mut state, 50, Call::SetWeights { brain, weights: vec![(0, 1), (1, 1), (2, 1)] });
+    ok(
+        &mut state,
+        6,
+        Call::Register { brain, hotkey: address(62), role: Role::Miner, max_fee: coins(100) },
+    );
+    run_to_epoch(&mut state, brain);
+    let (_, _, late) = state.node_by_hotkey(brain, &address(62)).unwrap().unwrap();
+    let (_, _, early) = state.node_by_hotkey(brain, &address(61)).unwrap().unwrap();
+    assert_eq!(late.score, 0);
+    assert!(early.score > 0);
 }
 
 #[test]
