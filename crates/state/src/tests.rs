@@ -448,10 +448,10 @@ fn populate(state: &mut State<MemoryStore>, brain: u16) {
 fn run_to_epoch(state: &mut State<MemoryStore>, brain: u16) -> (Amount, Amount) {
     loop {
         for event in finish(state, 1) {
-            if let Event::EpochPaid { brain: b, paid, withheld, .. } = event {
-                if b == brain {
-                    return (paid, withheld);
-                }
+            if let Event::EpochPaid { brain: b, paid, withheld, .. } = event
+                && b == brain
+            {
+                return (paid, withheld);
             }
         }
     }
