@@ -789,3 +789,52 @@ proptest! {
         assert_supply_conserved(&state);
     }
 }
+
+#[test]
+fn blocks_apply_atomically_and_check_their_header() {
+    use based_types::{Block, BlockHeader, transactions_root};
+    let mut proposer = genesis();
+    let mut follower = genesis();
+    let transactions = vec![
+        signed(&proposer, 1, Call::Transfer { to: address(2), amount: coins(1) }),
+        signed(&proposer, 3, Call::AcquireBrainByBurn {}),
+    ];
+    let (included, outcome) = proposer.propose_block(transactions).unwrap();
+    assert_eq!(included.len(), 2);
+    let header = BlockHeader {
+        chain_id: CHAIN,
+        height: 1,
+        parent: Hash::ZERO,
+        transactions_root: transactions_root(&included),
+        state_root: outcome.state_root,
+        timestamp_ms: 0,
+        proposer: address(1),
+    };
+    let block = Block { header: header.clone(), transactions: included.clone() };
+    let decoded = Block::decode(&based_types::Encode::to_bytes(&block)).unwrap();
+    let mut wrong_root = decoded.clone();
+    wrong_root.header.state_root = Hash::ZERO;
+    let before = follower.state_root();
+    assert!(matches!(
+        follower.apply_block(&wrong_root),
+        Err(crate::BlockError::WrongStateRoot { .. })
+    ));
+    assert_eq!(follower.state_root(), before);
+    let mut wrong_height = decoded.clone();
+    wrong_height.header.height = 2;
+    assert_eq!(
+        follower.apply_block(&wrong_height),
+        Err(crate::BlockError::WrongHeight { expected: 1, got: 2 })
+    );
+    let mut replayed = decoded.clone();
+    replayed.transactions.push(included[0].clone());
+    replayed.header.transactions_root = transactions_root(&replayed.transactions);
+    assert!(matches!(
+        follower.apply_block(&replayed),
+        Err(crate::BlockError::InvalidTransaction { index: 2, error: TxError::BadNonce { .. } })
+    ));
+    assert_eq!(follower.state_root(), before);
+    let applied = follower.apply_block(&decoded).unwrap();
+    assert_eq!(applied.state_root, proposer.state_root());
+    assert_eq!(follower.store(), proposer.store());
+}
