@@ -661,6 +661,41 @@ mod tests {
         Session { params, key, layout, matrix, weights, x, uploads }
     }
 
+    /// The measured noise stays within the sub-Gaussian model of `Params::noise_sigmas`
+    /// (whose rounding proxy assumes every secret coefficient nonzero: std 13.1; a uniform
+    /// ternary secret gives about 10.7).
+    #[test]
+    fn measured_noise_matches_the_model() {
+        for (n_out, n_in) in [(576, 576), (256, 8192)] {
+            let mut rng = ChaCha20Rng::seed_from_u64(21);
+            let params = Params::for_product_bound(i8_bound(n_in)).unwrap();
+            let key = SecretKey::generate(&params, &mut rng);
+            let layout = MatrixLayout::choose(&params, n_in, n_out).unwrap();
+            let weights: Vec<i8> = (0..n_out * n_in)
+                .map(|_| if rng.next_u32() % 2 == 0 { 127 } else { -127 })
+                .collect();
+            let matrix = EncodedMatrix::encode(&params, &layout, &weights).unwrap();
+            let x = random_i8(&mut rng, n_in, i8::MIN);
+            let results =
+                matrix.apply(&encrypt_vector(&key, &layout, &x, &mut rng).unwrap()).unwrap();
+            let products = plain_products(&weights, &x);
+            let noise: Vec<i64> = results
+                .iter()
+                .zip(products.chunks(layout.out_block()))
+                .flat_map(|(ct, block)| crate::rlwe::noise_rows(&key, ct, block))
+                .collect();
+            let std =
+                (noise.iter().map(|&e| (e * e) as f64).sum::<f64>() / noise.len() as f64).sqrt();
+            let model_std = 127.0 / params.worst_case_noise_sigmas(layout.out_block());
+            let largest = noise.iter().map(|e| e.unsigned_abs()).max().unwrap();
+            assert!(
+                (8.0..=model_std).contains(&std),
+                "{n_out} x {n_in}: std {std}, model {model_std}"
+            );
+            assert!((largest as f64) < 6.0 * model_std, "{n_out} x {n_in}: largest {largest}");
+        }
+    }
+
     #[test]
     fn a_wrong_secret_key_fails_the_range_check() {
         let s = session(576, 576);

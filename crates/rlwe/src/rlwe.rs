@@ -152,24 +152,44 @@ impl ResultCiphertext {
     }
 }
 
-/// Decrypts the useful coefficients to centred residues mod t (no bound check).
-pub(crate) fn decrypt_rows(key: &SecretKey, ct: &ResultCiphertext) -> Vec<i64> {
-    let params = &key.params;
-    let bits = params.result_modulus_bits();
-    let result_modulus = 1u64 << bits;
-    let mask = result_modulus - 1;
+/// The phases b' + a' s mod q' of the useful coefficients: Delta' * m + noise.
+fn phases(key: &SecretKey, ct: &ResultCiphertext) -> Vec<u64> {
+    let result_modulus = 1u64 << key.params.result_modulus_bits();
     let lifted: Vec<u64> = ct.a.iter().map(|&a| to_residue(centred(a, result_modulus))).collect();
     // |a' * s| <= N * q'/2 < q/2, so the centred residue mod q is the exact integer.
     let a_times_s = key.times_secret(&lifted);
-    let t = params.plaintext_modulus();
     ct.b.iter()
         .enumerate()
         .map(|(row, &b)| {
             let a_s = centred(a_times_s[useful_position(ct.in_block, row)], CIPHERTEXT_MODULUS);
-            let phase = (b as i64).wrapping_add(a_s) as u64 & mask;
+            (b as i64).wrapping_add(a_s) as u64 & (result_modulus - 1)
+        })
+        .collect()
+}
+
+/// Decrypts the useful coefficients to centred residues mod t (no bound check).
+pub(crate) fn decrypt_rows(key: &SecretKey, ct: &ResultCiphertext) -> Vec<i64> {
+    let t = key.params.plaintext_modulus();
+    phases(key, ct)
+        .into_iter()
+        .map(|phase| {
             let rounded =
                 (phase + (1 << (MOD_SWITCH_HEADROOM_BITS - 1))) >> MOD_SWITCH_HEADROOM_BITS;
             centred(rounded & (t - 1), t)
+        })
+        .collect()
+}
+
+/// Decryption noise of each useful coefficient given the true products (for noise tests).
+#[cfg(test)]
+pub(crate) fn noise_rows(key: &SecretKey, ct: &ResultCiphertext, products: &[i64]) -> Vec<i64> {
+    let result_modulus = 1u64 << key.params.result_modulus_bits();
+    phases(key, ct)
+        .into_iter()
+        .zip(products)
+        .map(|(phase, &m)| {
+            let scaled = (m << MOD_SWITCH_HEADROOM_BITS) as u64;
+            centred(phase.wrapping_sub(scaled) & (result_modulus - 1), result_modulus)
         })
         .collect()
 }
