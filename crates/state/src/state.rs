@@ -385,16 +385,8 @@ impl<S: Store> State<S> {
     }
 
     fn pending_root(&self) -> Hash {
-        if self.open_block.is_empty() {
-            return crate::store::state_root(&self.store);
-        }
         let base = self.store.scan_prefix(&[]).into_iter().collect();
-        let merged = overlay_scan(base, &self.open_block, &[]);
-        let mut view = crate::store::MemoryStore::new();
-        for (key, value) in merged {
-            view.put(key, value);
-        }
-        crate::store::state_root(&view)
+        crate::store::root_of(&overlay_scan(base, &self.open_block, &[]))
     }
 
     pub fn globals(&self) -> Result<Globals, TxError> {

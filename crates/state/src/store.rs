@@ -69,15 +69,14 @@ pub(crate) fn overlay_scan(
     base
 }
 
-/// The state root: SHA-256 over every (key, value) in key order, each length-prefixed.
+/// The state root: SHA-256 over every key and value in key order, each length-prefixed.
 /// Linear in the state size; an incremental Merkle scheme can replace it behind this function.
 pub fn state_root(store: &dyn Store) -> Hash {
-    let mut buffer = Vec::new();
-    for (key, value) in store.scan_prefix(&[]) {
-        buffer.extend_from_slice(&(key.len() as u32).to_le_bytes());
-        buffer.extend_from_slice(&key);
-        buffer.extend_from_slice(&(value.len() as u32).to_le_bytes());
-        buffer.extend_from_slice(&value);
-    }
-    Hash::of(&buffer)
+    root_of(&store.scan_prefix(&[]).into_iter().collect())
+}
+
+pub(crate) fn root_of(entries: &BTreeMap<Vec<u8>, Vec<u8>>) -> Hash {
+    let parts: Vec<&[u8]> =
+        entries.iter().flat_map(|(key, value)| [key.as_slice(), value.as_slice()]).collect();
+    Hash::of_parts(&parts)
 }
