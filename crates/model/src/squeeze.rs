@@ -272,7 +272,7 @@ pub(crate) fn default_threads() -> usize {
 }
 
 /// Below this many multiply-accumulates a thread costs more than it saves.
-const MIN_WORK_PER_THREAD: usize = 200_000;
+const MIN_WORK_PER_THREAD: usize = 1_000_000;
 
 /// Fills a `rows x width` row-major buffer by calling `fill(r, row_r)`, splitting rows over
 /// threads; each row is computed by one call, so results do not depend on the thread count.
@@ -289,19 +289,21 @@ pub(crate) fn for_each_row<T: Default + Clone + Send>(
         return out;
     }
     let rows_per_thread = rows.div_ceil(threads);
+    let fill_chunk = |chunk_index: usize, chunk: &mut [T]| {
+        for (i, row) in chunk.chunks_exact_mut(width).enumerate() {
+            fill(chunk_index * rows_per_thread + i, row);
+        }
+    };
     std::thread::scope(|scope| {
-        for (chunk_index, chunk) in out.chunks_mut(rows_per_thread * width).enumerate() {
-            let fill = &fill;
-            let mut job = move || {
-                for (i, row) in chunk.chunks_exact_mut(width).enumerate() {
-                    fill(chunk_index * rows_per_thread + i, row);
-                }
-            };
-            if threads == 1 {
-                job()
-            } else {
-                scope.spawn(job);
-            }
+        let mut chunks = out.chunks_mut(rows_per_thread * width).enumerate();
+        // The calling thread takes the first chunk itself: one spawn fewer per product.
+        let first = chunks.next();
+        for (chunk_index, chunk) in chunks {
+            let fill_chunk = &fill_chunk;
+            scope.spawn(move || fill_chunk(chunk_index, chunk));
+        }
+        if let Some((chunk_index, chunk)) = first {
+            fill_chunk(chunk_index, chunk);
         }
     });
     out
