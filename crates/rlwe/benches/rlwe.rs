@@ -78,7 +78,7 @@ fn main() {
     ];
     let batch = 8;
     println!(
-        "{:<8} {:>11} {:>5}x{:<4} {:>4}/{:<4} {:>9} {:>9} {:>8} {:>8} {:>9} {:>9} {:>9} {:>8} {:>9} {:>7} {:>5} {:>6} {:>6}",
+        "{:<8} {:>11} {:>5}x{:<4} {:>4}/{:<4} {:>9} {:>9} {:>8} {:>8} {:>9} {:>9} {:>9} {:>8} {:>9} {:>7} {:>5} {:>6} {:>7} {:>6}",
         "layer",
         "n_out x n_in",
         "ob",
@@ -97,6 +97,7 @@ fn main() {
         "x plain",
         "log t",
         "log q'",
+        "up bits",
         "sigmas"
     );
     let mut token_seconds = 0.0;
@@ -147,7 +148,7 @@ fn main() {
         let macs = (n_out * n_in) as f64;
         let batched_per_vector = batched.as_secs_f64() / batch as f64;
         println!(
-            "{:<8} {:>5} x {:<5} {:>5}x{:<4} {:>4}/{:<4} {:>9.1} {:>9.1} {:>8.2} {:>8.2} {:>9.2} {:>9.2} {:>9.2} {:>8.1} {:>9.0} {:>7.0} {:>5} {:>6} {:>6.1}",
+            "{:<8} {:>5} x {:<5} {:>5}x{:<4} {:>4}/{:<4} {:>9.1} {:>9.1} {:>8.2} {:>8.2} {:>9.2} {:>9.2} {:>9.2} {:>8.1} {:>9.0} {:>7.0} {:>5} {:>6} {:>7} {:>6.1}",
             name,
             n_out,
             n_in,
@@ -167,6 +168,7 @@ fn main() {
             two_threads.as_secs_f64() / plain_time.as_secs_f64(),
             params.log2_plaintext_modulus(),
             params.result_modulus_bits(),
+            params.upload_bits(),
             params.worst_case_noise_sigmas(layout.out_block()),
         );
         if name != "wide" {

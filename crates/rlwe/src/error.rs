@@ -13,8 +13,6 @@ pub enum RlweError {
     EmptyMatrix { n_out: usize, n_in: usize },
     #[error("{what}: expected length {expected}, got {actual}")]
     WrongLength { what: &'static str, expected: usize, actual: usize },
-    #[error("{what}: coefficient {index} is {value}, not below the modulus {modulus}")]
-    CoefficientOutOfRange { what: &'static str, index: usize, value: u64, modulus: u64 },
     #[error("weight row {row} has |W|_1 * 128 = {row_bound}, above the product bound {bound}")]
     WeightsExceedBound { row: usize, row_bound: u64, bound: u64 },
     #[error("{what}: truncated or overlong, expected {expected} bytes, got {actual}")]
@@ -25,6 +23,8 @@ pub enum RlweError {
     BadHeader { what: &'static str },
     #[error("{what}: made for plaintext modulus 2^{found}, these parameters use 2^{expected}")]
     WrongParameters { what: &'static str, expected: u32, found: u32 },
+    #[error("{what}: uploads packed at {found} bits, these parameters use {expected}")]
+    WrongUploadBits { what: &'static str, expected: u32, found: u32 },
     #[error("{what}: layout mismatch ({detail})")]
     LayoutMismatch { what: &'static str, detail: String },
     #[error(

@@ -12,7 +12,9 @@ use rayon::prelude::*;
 
 use crate::error::RlweError;
 use crate::params::{MAX_ABS_INPUT, MIN_NOISE_SIGMAS, Params, RING_DEGREE};
-use crate::poly::{LAZY_TERMS, mul_accumulate_wide, reduce_wide, to_residue};
+use crate::poly::{
+    LAZY_TERMS, mul_accumulate_wide, reduce_wide, switch_from_power_of_two, to_residue,
+};
 use crate::rlwe::{
     ResultCiphertext, SecretKey, UploadCiphertext, decrypt_rows, encrypt_coefficients,
     expand_mask_ntt,
@@ -31,6 +33,7 @@ pub struct MatrixLayout {
     in_block: usize,
     out_block: usize,
     log2_t: u32,
+    upload_bits: u32,
     result_bits: u32,
 }
 
@@ -95,6 +98,7 @@ impl MatrixLayout {
             in_block,
             out_block,
             log2_t: params.log2_plaintext_modulus(),
+            upload_bits: params.upload_bits(),
             result_bits: params.result_modulus_bits(),
         })
     }
@@ -132,7 +136,7 @@ impl MatrixLayout {
 
     /// Bytes sent client -> miner per input vector.
     pub fn upload_bytes(&self) -> usize {
-        self.upload_cts() * upload_ciphertext_bytes()
+        self.upload_cts() * upload_ciphertext_bytes(self.upload_bits)
     }
 
     /// Bytes sent miner -> client per input vector.
@@ -143,15 +147,7 @@ impl MatrixLayout {
     }
 
     fn check_params(&self, what: &'static str, params: &Params) -> Result<(), RlweError> {
-        if self.log2_t == params.log2_plaintext_modulus() {
-            Ok(())
-        } else {
-            Err(RlweError::WrongParameters {
-                what,
-                expected: params.log2_plaintext_modulus(),
-                found: self.log2_t,
-            })
-        }
+        params.check_made_for(what, self.log2_t, self.upload_bits)
     }
 }
 
@@ -299,13 +295,7 @@ impl EncodedMatrix {
             });
         }
         for ct in inputs {
-            if ct.log2_t != self.params.log2_plaintext_modulus() {
-                return Err(RlweError::WrongParameters {
-                    what: "upload ciphertext",
-                    expected: self.params.log2_plaintext_modulus(),
-                    found: ct.log2_t,
-                });
-            }
+            self.params.check_made_for("upload ciphertext", ct.log2_t, ct.upload_bits)?;
             if ct.in_block != self.layout.in_block {
                 return Err(RlweError::LayoutMismatch {
                     what: "upload ciphertext",
@@ -321,7 +311,8 @@ impl EncodedMatrix {
 
     fn transform(&self, ct: &UploadCiphertext) -> TransformedInput {
         let ntt = self.params.ntt();
-        let mut b = ct.b.clone();
+        let mut b: Vec<u64> =
+            ct.b.iter().map(|&b| switch_from_power_of_two(b, ct.upload_bits)).collect();
         ntt.forward(&mut b);
         TransformedInput { a: expand_mask_ntt(&ct.seed), b }
     }
@@ -631,7 +622,7 @@ mod tests {
         assert!(layout.in_block() * layout.out_block() <= RING_DEGREE);
         let total = layout.upload_bytes() + layout.download_bytes();
         for in_block in [1, 8, 32, 64, 576] {
-            let out_block = (RING_DEGREE / in_block).min(576);
+            let out_block = (RING_DEGREE / in_block).min(576).min(params.max_out_block());
             let other = MatrixLayout::with_blocks(&params, 576, 576, in_block, out_block).unwrap();
             assert!(total <= other.upload_bytes() + other.download_bytes());
         }

@@ -25,6 +25,14 @@ pub const MAX_LOG2_PLAINTEXT_MODULUS: u32 = 32;
 /// noise, 8 * sqrt((N+1)/12) ~ 105 for any ternary secret, plus the scaled-down product noise.
 pub const MOD_SWITCH_HEADROOM_BITS: u32 = 8;
 
+/// Uploads send b rounded to this many top bits at most (b is uniform mod q, so the rounding
+/// error is a uniform extra error on the upload; it is not multiplied by the secret).
+pub const MAX_UPLOAD_BITS: u32 = CIPHERTEXT_MODULUS_BITS;
+
+/// Uploads are rounded as coarsely as still lets a result ciphertext carry this many rows of
+/// the worst weights under the bound (chosen layouts use 19-84 rows for i8 shapes up to 8192).
+pub const UPLOAD_ROUNDING_TARGET_ROWS: usize = 256;
+
 /// Error distribution: centred binomial with eta = 21 (variance 10.5, sigma 3.24 >= 3.19).
 pub const ERROR_ETA: u32 = 21;
 pub const ERROR_VARIANCE: f64 = ERROR_ETA as f64 / 2.0;
@@ -63,6 +71,7 @@ fn shared_ntt() -> Arc<Ntt> {
 #[derive(Clone)]
 pub struct Params {
     log2_t: u32,
+    upload_bits: u32,
     product_bound: u64,
     max_out_block: usize,
     ntt: Arc<Ntt>,
@@ -74,6 +83,7 @@ impl fmt::Debug for Params {
             .field("n", &RING_DEGREE)
             .field("q", &CIPHERTEXT_MODULUS)
             .field("log2_t", &self.log2_t)
+            .field("upload_bits", &self.upload_bits)
             .field("log2_result_modulus", &self.result_modulus_bits())
             .field("product_bound", &self.product_bound)
             .field("max_out_block", &self.max_out_block)
@@ -83,7 +93,9 @@ impl fmt::Debug for Params {
 
 impl PartialEq for Params {
     fn eq(&self, other: &Self) -> bool {
-        self.log2_t == other.log2_t && self.product_bound == other.product_bound
+        self.log2_t == other.log2_t
+            && self.upload_bits == other.upload_bits
+            && self.product_bound == other.product_bound
     }
 }
 
@@ -110,8 +122,21 @@ impl Params {
         if log2_t > MAX_LOG2_PLAINTEXT_MODULUS {
             return Err(too_large);
         }
-        let mut params =
-            Self { log2_t, product_bound: max_abs_result, max_out_block: 0, ntt: shared_ntt() };
+        let mut params = Self {
+            log2_t,
+            upload_bits: MAX_UPLOAD_BITS,
+            product_bound: max_abs_result,
+            max_out_block: 0,
+            ntt: shared_ntt(),
+        };
+        let target_rows = UPLOAD_ROUNDING_TARGET_ROWS.min(RING_DEGREE);
+        // Fewer upload bits only add noise: take the fewest that keep the target rows exact.
+        params.upload_bits = (params.result_modulus_bits()..MAX_UPLOAD_BITS)
+            .find(|&bits| {
+                let candidate = Self { upload_bits: bits, ..params.clone() };
+                candidate.worst_case_noise_sigmas(target_rows) >= MIN_NOISE_SIGMAS
+            })
+            .unwrap_or(MAX_UPLOAD_BITS);
         let fits = |rows: usize| params.worst_case_noise_sigmas(rows) >= MIN_NOISE_SIGMAS;
         if !fits(1) {
             return Err(RlweError::NoiseBudgetExceeded {
@@ -150,6 +175,11 @@ impl Params {
         self.log2_t + MOD_SWITCH_HEADROOM_BITS
     }
 
+    /// Bits per coefficient of an upload's b (b rounded from mod q to mod 2^upload_bits).
+    pub fn upload_bits(&self) -> u32 {
+        self.upload_bits
+    }
+
     pub fn product_bound(&self) -> u64 {
         self.product_bound
     }
@@ -176,6 +206,26 @@ impl Params {
         (CIPHERTEXT_MODULUS - 1) >> self.log2_t
     }
 
+    /// Checks that something made for (2^log2_t, upload_bits) belongs to these parameters.
+    pub(crate) fn check_made_for(
+        &self,
+        what: &'static str,
+        log2_t: u32,
+        upload_bits: u32,
+    ) -> Result<(), RlweError> {
+        if log2_t != self.log2_t {
+            return Err(RlweError::WrongParameters { what, expected: self.log2_t, found: log2_t });
+        }
+        if upload_bits != self.upload_bits {
+            return Err(RlweError::WrongUploadBits {
+                what,
+                expected: self.upload_bits,
+                found: upload_bits,
+            });
+        }
+        Ok(())
+    }
+
     pub(crate) fn ntt(&self) -> &Ntt {
         &self.ntt
     }
@@ -189,13 +239,18 @@ impl Params {
     /// `weight_energy` = sum of the squares of all weights of its output block (every weight of
     /// the block meets every error coefficient once in the negacyclic product).
     ///
-    /// In units of q': the fresh error scaled down, (q'/q)^2 * var(e) * energy, plus the mod
-    /// switch rounding r_b + sum_i r_a,i s_i, sub-Gaussian with proxy (N + 1)/12 whatever the
+    /// In units of q': the upload error scaled down, energy times
+    /// (q'/q)^2 var(e) + (q'/2^upload_bits)^2 / 12 (fresh error plus the uniform rounding of the
+    /// compressed upload), plus the mod switch rounding r_b + sum_i r_a,i s_i, sub-Gaussian with proxy (N + 1)/12 whatever the
     /// ternary secret; decryption is exact while the total stays below Delta'/2 = 2^(h-1),
     /// minus 1 for the deterministic 2^h * m / q term.
     pub(crate) fn noise_sigmas(&self, weight_energy: f64) -> f64 {
-        let scale = 2f64.powi(self.result_modulus_bits() as i32) / CIPHERTEXT_MODULUS as f64;
-        let fresh = scale * scale * ERROR_VARIANCE * weight_energy;
+        let result_modulus = 2f64.powi(self.result_modulus_bits() as i32);
+        let scale = result_modulus / CIPHERTEXT_MODULUS as f64;
+        let upload_rounding = (result_modulus / 2f64.powi(self.upload_bits as i32)).powi(2) / 12.0;
+        // The miner's decompression rounds to an integer too: 1/12 more in units of q.
+        let fresh =
+            (scale * scale * (ERROR_VARIANCE + 1.0 / 12.0) + upload_rounding) * weight_energy;
         // A rounding error uniform on [-1/2, 1/2] is strictly sub-Gaussian: proxy = variance = 1/12.
         let rounding = (RING_DEGREE as f64 + 1.0) / 12.0;
         let budget = 2f64.powi(MOD_SWITCH_HEADROOM_BITS as i32 - 1) - 1.0;

@@ -25,21 +25,30 @@ pub(crate) fn sub_mod_q(a: u64, b: u64) -> u64 {
     if a >= b { a - b } else { a + Q - b }
 }
 
-/// round(value * 2^bits / q) mod 2^bits for value in [0, q): the modulus switch q -> 2^bits.
-/// A float estimate (off by at most one) is corrected with exact integer arithmetic, which is
-/// several times cheaper than a 128-bit division per coefficient.
+/// round(value * 2^bits / q) mod 2^bits for value in [0, q), bits <= 54: the modulus switch
+/// q -> 2^bits. A float estimate (off by at most one below 2^53, a few above) is corrected
+/// with exact integer arithmetic, several times cheaper than a 128-bit division.
 pub(crate) fn switch_to_power_of_two(value: u64, bits: u32) -> u64 {
     let scale = (1u64 << bits) as f64 / Q as f64;
     let mut quotient = (value as f64 * scale).round() as u64;
     // round(x / q) = floor((x + (q-1)/2) / q) for odd q; find that floor exactly.
     let numerator = ((value as u128) << bits) + ((Q - 1) / 2) as u128;
-    let product = quotient as u128 * Q as u128;
-    if product > numerator {
+    let mut product = quotient as u128 * Q as u128;
+    while product > numerator {
         quotient -= 1;
-    } else if numerator - product >= Q as u128 {
+        product -= Q as u128;
+    }
+    while numerator - product >= Q as u128 {
         quotient += 1;
+        product += Q as u128;
     }
     quotient & ((1u64 << bits) - 1)
+}
+
+/// round(value * q / 2^bits) for value < 2^bits <= 2^54: undoes [`switch_to_power_of_two`]
+/// up to a rounding error of at most q / 2^(bits+1) + 1/2. Always below q (q > 2^53).
+pub(crate) fn switch_from_power_of_two(value: u64, bits: u32) -> u64 {
+    ((u128::from(value) * u128::from(Q) + (1u128 << (bits - 1))) >> bits) as u64
 }
 
 /// Products of residues summed without reduction: this many (plus one reduced residue) stay
@@ -126,7 +135,7 @@ mod tests {
 
     #[test]
     fn modulus_switch_rounds_exactly() {
-        for bits in [11u32, 25, 35, 42] {
+        for bits in [11u32, 25, 35, 42, 45, 53, 54] {
             for value in [0, 1, Q / 2, Q / 2 + 1, Q - 1, 12_345_678_901, Q / 3, 2 * (Q / 3) + 7] {
                 let exact = (((value as u128) << bits) + (Q as u128 - 1) / 2) / Q as u128;
                 let expected = (exact as u64) & ((1u64 << bits) - 1);
@@ -144,6 +153,23 @@ mod tests {
             .map(|_| (u128::from(rng.next_u64()) << 64 | u128::from(rng.next_u64())) % (max + 1));
         for x in [0, 1, q - 1, q, q * q, max - 1, max].into_iter().chain(random) {
             assert_eq!(u128::from(reduce_wide(x)), x % q, "{x}");
+        }
+    }
+
+    #[test]
+    fn compression_round_trip_error_is_bounded() {
+        let mut rng = ChaCha20Rng::seed_from_u64(4);
+        let mut values = vec![0; 10_000];
+        sample_uniform(&mut rng, &mut values);
+        for bits in [30u32, 45, 54] {
+            let bound = (Q >> (bits + 1)) as i64 + 1;
+            for &value in values.iter().chain(&[0, Q - 1]) {
+                let restored = switch_from_power_of_two(switch_to_power_of_two(value, bits), bits);
+                assert!(restored < Q);
+                let error = centred(sub_mod_q(restored, value), Q);
+                assert!(error.abs() <= bound, "{value} at {bits}: {error}");
+            }
+            assert!(switch_from_power_of_two((1 << bits) - 1, bits) < Q);
         }
     }
 

@@ -56,15 +56,17 @@ impl SecretKey {
     }
 }
 
-/// A fresh ciphertext (a, b = -a*s + e + Delta*m) sent as (seed of a, b): half the bytes.
+/// A fresh ciphertext (a, b = -a*s + e + Delta*m) sent as (seed of a, b rounded to its top
+/// `upload_bits` bits): less than half the bytes of (a, b).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UploadCiphertext {
     pub(crate) log2_t: u32,
+    pub(crate) upload_bits: u32,
     /// Input values per ciphertext in the layout it was made for: a miner using another layout
     /// would compute garbage, so it is carried and checked.
     pub(crate) in_block: usize,
     pub(crate) seed: [u8; 32],
-    /// Residues mod q, coefficient form.
+    /// b rounded to mod 2^upload_bits, coefficient form: every value is valid.
     pub(crate) b: Vec<u64>,
 }
 
@@ -94,16 +96,21 @@ pub(crate) fn encrypt_coefficients<R: CryptoRng + ?Sized>(
     let mut noise = ChaCha12Rng::from_seed(noise_seed);
     let a_times_s = key.times_secret_ntt(&expand_mask_ntt(&seed));
     let delta = key.params.delta() as i64;
+    let upload_bits = key.params.upload_bits();
     let b = a_times_s
         .iter()
         .enumerate()
         .map(|(k, &a_s)| {
             let m = message.get(k).map_or(0, |&m| i64::from(m));
             // |Delta * m| < 2^61: no overflow.
-            sub_mod_q(add_mod_q(to_residue(sample_error(&mut noise)), to_residue(delta * m)), a_s)
+            let b = sub_mod_q(
+                add_mod_q(to_residue(sample_error(&mut noise)), to_residue(delta * m)),
+                a_s,
+            );
+            switch_to_power_of_two(b, upload_bits)
         })
         .collect();
-    UploadCiphertext { log2_t: key.params.log2_plaintext_modulus(), in_block, seed, b }
+    UploadCiphertext { log2_t: key.params.log2_plaintext_modulus(), upload_bits, in_block, seed, b }
 }
 
 /// A product ciphertext switched to q' = 2^result_modulus_bits: the whole mask a', but b' only

@@ -1,17 +1,17 @@
-//! Byte formats. Upload: "BU", version, log2 N, log2 t, in_block (u16 LE), 32-byte seed, N coefficients of b at
-//! 54 bits. Result: "BR", version, log2 N, log2 t, in_block, out_block, rows (u16 LE each),
+//! Byte formats. Upload: "BU", version, log2 N, log2 t, upload bits k, in_block (u16 LE),
+//! 32-byte seed, N coefficients of b rounded to k bits. Result: "BR", version, log2 N, log2 t, in_block, out_block, rows (u16 LE each),
 //! then N coefficients of a' and `rows` of b' at log2 q' bits. Coefficients are packed
 //! little-endian, LSB first; padding bits of the last byte must be zero.
 
 use crate::error::RlweError;
 use crate::matmul::MatrixLayout;
-use crate::params::{CIPHERTEXT_MODULUS, CIPHERTEXT_MODULUS_BITS, Params, RING_DEGREE};
+use crate::params::{MOD_SWITCH_HEADROOM_BITS, Params, RING_DEGREE};
 use crate::rlwe::{ResultCiphertext, UploadCiphertext};
 
 const FORMAT_VERSION: u8 = 1;
 const UPLOAD_MAGIC: [u8; 2] = *b"BU";
 const RESULT_MAGIC: [u8; 2] = *b"BR";
-const UPLOAD_HEADER_BYTES: usize = 7;
+const UPLOAD_HEADER_BYTES: usize = 8;
 const RESULT_HEADER_BYTES: usize = 11;
 const SEED_BYTES: usize = 32;
 const UPLOAD_WHAT: &str = "upload ciphertext";
@@ -21,9 +21,9 @@ fn packed_len(count: usize, bits: u32) -> usize {
     (count * bits as usize).div_ceil(8)
 }
 
-/// Serialised size of one upload ciphertext.
-pub fn upload_ciphertext_bytes() -> usize {
-    UPLOAD_HEADER_BYTES + SEED_BYTES + packed_len(RING_DEGREE, CIPHERTEXT_MODULUS_BITS)
+/// Serialised size of one upload ciphertext with b at `upload_bits` per coefficient.
+pub fn upload_ciphertext_bytes(upload_bits: u32) -> usize {
+    UPLOAD_HEADER_BYTES + SEED_BYTES + packed_len(RING_DEGREE, upload_bits)
 }
 
 /// Serialised size of one result ciphertext carrying `rows` products at `bits` per coefficient.
@@ -88,28 +88,27 @@ fn check_length(bytes: &[u8], expected: usize, what: &'static str) -> Result<(),
     }
 }
 
-/// Checks magic, version, ring degree and plaintext modulus of a header.
-fn check_header(
+/// Checks length, magic, version and ring degree of a header; returns its log2 t.
+fn read_header(
     bytes: &[u8],
     magic: [u8; 2],
-    params: &Params,
+    header_bytes: usize,
     what: &'static str,
-) -> Result<(), RlweError> {
+) -> Result<u32, RlweError> {
+    if bytes.len() < header_bytes {
+        return Err(RlweError::WrongByteLength {
+            what,
+            expected: header_bytes,
+            actual: bytes.len(),
+        });
+    }
     if bytes[..2] != magic
         || bytes[2] != FORMAT_VERSION
         || u32::from(bytes[3]) != RING_DEGREE.ilog2()
     {
         return Err(RlweError::BadHeader { what });
     }
-    let found = u32::from(bytes[4]);
-    if found != params.log2_plaintext_modulus() {
-        return Err(RlweError::WrongParameters {
-            what,
-            expected: params.log2_plaintext_modulus(),
-            found,
-        });
-    }
-    Ok(())
+    Ok(u32::from(bytes[4]))
 }
 
 fn header(magic: [u8; 2], log2_t: u32, capacity: usize) -> Vec<u8> {
@@ -121,18 +120,21 @@ fn header(magic: [u8; 2], log2_t: u32, capacity: usize) -> Vec<u8> {
 
 impl UploadCiphertext {
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = header(UPLOAD_MAGIC, self.log2_t, upload_ciphertext_bytes());
+        let mut out = header(UPLOAD_MAGIC, self.log2_t, upload_ciphertext_bytes(self.upload_bits));
+        out.push(self.upload_bits as u8);
         // Block sizes are at most N = 2048 (checked at layout construction).
         out.extend_from_slice(&(self.in_block as u16).to_le_bytes());
         out.extend_from_slice(&self.seed);
-        pack(self.b.iter(), CIPHERTEXT_MODULUS_BITS, &mut out);
+        pack(self.b.iter(), self.upload_bits, &mut out);
         out
     }
 
     pub fn from_bytes(params: &Params, bytes: &[u8]) -> Result<Self, RlweError> {
-        check_length(bytes, upload_ciphertext_bytes(), UPLOAD_WHAT)?;
-        check_header(bytes, UPLOAD_MAGIC, params, UPLOAD_WHAT)?;
-        let in_block = usize::from(u16::from_le_bytes([bytes[5], bytes[6]]));
+        let log2_t = read_header(bytes, UPLOAD_MAGIC, UPLOAD_HEADER_BYTES, UPLOAD_WHAT)?;
+        let upload_bits = u32::from(bytes[5]);
+        params.check_made_for(UPLOAD_WHAT, log2_t, upload_bits)?;
+        check_length(bytes, upload_ciphertext_bytes(upload_bits), UPLOAD_WHAT)?;
+        let in_block = usize::from(u16::from_le_bytes([bytes[6], bytes[7]]));
         if !(1..=RING_DEGREE).contains(&in_block) {
             return Err(RlweError::LayoutMismatch {
                 what: UPLOAD_WHAT,
@@ -142,28 +144,20 @@ impl UploadCiphertext {
             });
         }
         let (seed, packed) = bytes[UPLOAD_HEADER_BYTES..].split_at(SEED_BYTES);
-        let b = unpack(packed, RING_DEGREE, CIPHERTEXT_MODULUS_BITS, UPLOAD_WHAT)?;
-        if let Some((index, &value)) = b.iter().enumerate().find(|(_, v)| **v >= CIPHERTEXT_MODULUS)
-        {
-            return Err(RlweError::CoefficientOutOfRange {
-                what: UPLOAD_WHAT,
-                index,
-                value,
-                modulus: CIPHERTEXT_MODULUS,
-            });
-        }
         Ok(Self {
-            log2_t: params.log2_plaintext_modulus(),
+            log2_t,
+            upload_bits,
             in_block,
             seed: seed.try_into().expect("split at SEED_BYTES"),
-            b,
+            // Every k-bit value is a valid rounded coefficient: no range to check.
+            b: unpack(packed, RING_DEGREE, upload_bits, UPLOAD_WHAT)?,
         })
     }
 }
 
 impl ResultCiphertext {
     pub fn to_bytes(&self) -> Vec<u8> {
-        let bits = self.log2_t + crate::params::MOD_SWITCH_HEADROOM_BITS;
+        let bits = self.log2_t + MOD_SWITCH_HEADROOM_BITS;
         let mut out = header(RESULT_MAGIC, self.log2_t, result_ciphertext_bytes(bits, self.rows()));
         for field in [self.in_block, self.out_block, self.rows()] {
             // Block sizes are at most N = 2048 (checked at layout construction).
@@ -178,14 +172,9 @@ impl ResultCiphertext {
         layout: &MatrixLayout,
         bytes: &[u8],
     ) -> Result<Self, RlweError> {
-        if bytes.len() < RESULT_HEADER_BYTES {
-            return Err(RlweError::WrongByteLength {
-                what: RESULT_WHAT,
-                expected: RESULT_HEADER_BYTES,
-                actual: bytes.len(),
-            });
-        }
-        check_header(bytes, RESULT_MAGIC, params, RESULT_WHAT)?;
+        let log2_t = read_header(bytes, RESULT_MAGIC, RESULT_HEADER_BYTES, RESULT_WHAT)?;
+        // Result coefficients do not depend on the upload rounding.
+        params.check_made_for(RESULT_WHAT, log2_t, params.upload_bits())?;
         let field = |index: usize| {
             usize::from(u16::from_le_bytes([bytes[5 + 2 * index], bytes[6 + 2 * index]]))
         };
@@ -240,7 +229,7 @@ mod tests {
     #[test]
     fn serialised_sizes_match_the_announced_ones() {
         let f = fixture();
-        assert_eq!(f.upload.len(), upload_ciphertext_bytes());
+        assert_eq!(f.upload.len(), upload_ciphertext_bytes(f.params.upload_bits()));
         let bits = f.params.result_modulus_bits();
         assert_eq!(f.result.len(), result_ciphertext_bytes(bits, f.layout.rows_in_block(0)));
         let upload = UploadCiphertext::from_bytes(&f.params, &f.upload).unwrap();
@@ -269,26 +258,27 @@ mod tests {
             Err(RlweError::WrongParameters { what: UPLOAD_WHAT, .. })
         ));
         let mut no_block = f.upload.clone();
-        no_block[5..7].copy_from_slice(&[0, 0]);
+        no_block[6..8].copy_from_slice(&[0, 0]);
         assert!(matches!(
             UploadCiphertext::from_bytes(&f.params, &no_block),
             Err(RlweError::LayoutMismatch { what: UPLOAD_WHAT, .. })
         ));
-        // Coefficient 1 occupies bits 54..108 of the packed b: set it to 2^54 - 1 >= q.
-        let mut out_of_range = f.upload.clone();
-        let start = UPLOAD_HEADER_BYTES + SEED_BYTES;
-        for bit in 54..108 {
-            out_of_range[start + bit / 8] |= 1 << (bit % 8);
-        }
+        let mut other_bits = f.upload.clone();
+        other_bits[5] += 1;
         assert_eq!(
-            UploadCiphertext::from_bytes(&f.params, &out_of_range),
-            Err(RlweError::CoefficientOutOfRange {
+            UploadCiphertext::from_bytes(&f.params, &other_bits),
+            Err(RlweError::WrongUploadBits {
                 what: UPLOAD_WHAT,
-                index: 1,
-                value: (1 << 54) - 1,
-                modulus: CIPHERTEXT_MODULUS
+                expected: f.params.upload_bits(),
+                found: f.params.upload_bits() + 1
             })
         );
+        for cut in [0, 3, UPLOAD_HEADER_BYTES] {
+            assert!(matches!(
+                UploadCiphertext::from_bytes(&f.params, &f.upload[..cut]),
+                Err(RlweError::WrongByteLength { what: UPLOAD_WHAT, .. })
+            ));
+        }
     }
 
     #[test]
