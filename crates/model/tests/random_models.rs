@@ -90,6 +90,23 @@ fn activation_squeezing_reconstructs_within_half_a_step() {
     assert_eq!(constant.scale * 3.0 + constant.offset, 0.25);
 }
 
+/// Adaptive scaling multiplies a token by 1/2 or 2 before min-max quantisation; min-max is
+/// scale-invariant and powers of two are exact in binary floating point, so the codes are
+/// exactly those of plain min-max quantisation of the unscaled token.
+#[test]
+fn adaptive_scaling_leaves_min_max_codes_unchanged() {
+    let plain_min_max = |x: &[f32]| -> Vec<i8> {
+        let (min, max) = x.iter().fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+        let step = (max - min) / 255.0;
+        x.iter().map(|&v| (((v - min) / step).round() - 128.0) as i8).collect()
+    };
+    for spread in [0.01f32, 0.09, 0.5, 30.0] {
+        let x: Vec<f32> =
+            (0..576).map(|i| ((i * 113 % 577) as f32 / 288.0 - 1.0) * spread).collect();
+        assert_eq!(squeeze_activation(&x).codes, plain_min_max(&x), "spread {spread}");
+    }
+}
+
 #[test]
 fn integer_products_are_exact_and_dequantise_close_to_float() {
     let (_, loaded) = tiny_gguf("products");
