@@ -239,6 +239,15 @@ impl<S: Store> State<S> {
     /// nonce; the receipt's outcome says whether the call itself succeeded (a failed call
     /// changes nothing else).
     pub fn apply_transaction(&mut self, signed: &SignedTransaction) -> Result<Receipt, TxError> {
+        self.apply_signed(signed, true)
+    }
+
+    /// `verify_signature: false` when the caller already verified it (a block's batch).
+    fn apply_signed(
+        &mut self,
+        signed: &SignedTransaction,
+        verify_signature: bool,
+    ) -> Result<Receipt, TxError> {
         let height = self.open_height();
         let tx = &signed.transaction;
         let mut admission = Ctx::new(&self.store, &self.open_block, height);
@@ -257,7 +266,7 @@ impl<S: Store> State<S> {
         if account.balance < tx.fee {
             return Err(TxError::InsufficientFunds { needed: tx.fee, available: account.balance });
         }
-        if !signed.verify_signature() {
+        if verify_signature && !signed.verify_signature() {
             return Err(TxError::BadSignature);
         }
         account.balance -= tx.fee;
@@ -332,9 +341,12 @@ impl<S: Store> State<S> {
         if transactions_root(&block.transactions) != header.transactions_root {
             return Err(BlockError::WrongTransactionsRoot);
         }
+        // One batch check for the whole block; if it fails, each transaction is checked alone
+        // so that the bad one is named.
+        let batch_verified = SignedTransaction::verify_signatures(&block.transactions);
         let mut receipts = Vec::with_capacity(block.transactions.len());
         for (index, transaction) in block.transactions.iter().enumerate() {
-            match self.apply_transaction(transaction) {
+            match self.apply_signed(transaction, !batch_verified) {
                 Ok(receipt) => receipts.push(receipt),
                 Err(error) => {
                     self.discard_block();

@@ -838,3 +838,28 @@ fn blocks_apply_atomically_and_check_their_header() {
     assert_eq!(applied.state_root, proposer.state_root());
     assert_eq!(follower.store(), proposer.store());
 }
+
+#[test]
+fn a_forged_signature_in_a_block_is_named() {
+    use based_types::{Block, BlockHeader, transactions_root};
+    let mut state = genesis();
+    let good = signed(&state, 1, Call::Transfer { to: address(2), amount: 1 });
+    let mut forged = signed(&state, 3, Call::Transfer { to: address(2), amount: 1 });
+    forged.transaction.call = Call::Transfer { to: address(4), amount: 1 };
+    let transactions = vec![good, forged];
+    let header = BlockHeader {
+        chain_id: CHAIN,
+        height: 1,
+        parent: Hash::ZERO,
+        transactions_root: transactions_root(&transactions),
+        state_root: Hash::ZERO,
+        timestamp_ms: 0,
+        proposer: address(1),
+    };
+    let root = state.state_root();
+    assert_eq!(
+        state.apply_block(&Block { header, transactions }),
+        Err(crate::BlockError::InvalidTransaction { index: 1, error: TxError::BadSignature })
+    );
+    assert_eq!(state.state_root(), root);
+}

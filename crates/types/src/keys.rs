@@ -59,6 +59,30 @@ impl PublicKey {
     }
 }
 
+/// Checks many (key, message, signature) triples at once with ed25519 batch verification,
+/// about three times faster per signature than one by one. `true` means every signature is
+/// valid; on `false`, check them one by one to find the culprit.
+///
+/// Batch verification is cofactorless with coefficients derived deterministically from the
+/// batch, so every node reaches the same answer. Unlike [`PublicKey::verify`] it may accept a
+/// signature whose signer deliberately added a small-torsion component; it cannot accept a
+/// signature not made with the signing key. Weak (small-order) keys are refused outright.
+pub fn verify_batch(items: &[(&PublicKey, &[u8], &Signature)]) -> bool {
+    let mut keys = Vec::with_capacity(items.len());
+    for (key, _, _) in items {
+        match VerifyingKey::from_bytes(&key.0) {
+            Ok(key) if !key.is_weak() => keys.push(key),
+            _ => return false,
+        }
+    }
+    let messages: Vec<&[u8]> = items.iter().map(|(_, message, _)| *message).collect();
+    let signatures: Vec<ed25519_dalek::Signature> = items
+        .iter()
+        .map(|(_, _, signature)| ed25519_dalek::Signature::from_bytes(&signature.0))
+        .collect();
+    ed25519_dalek::verify_batch(&messages, &signatures, &keys).is_ok()
+}
+
 impl fmt::Display for PublicKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.to_hex())
@@ -124,5 +148,27 @@ mod tests {
         assert!(!SecretKey::from_seed([8; 32]).public_key().verify(b"hello", &signature));
         let parsed: PublicKey = key.public_key().to_hex().parse().unwrap();
         assert_eq!(parsed, key.public_key());
+    }
+
+    #[test]
+    fn batch_verification_agrees_on_honest_signatures() {
+        let keys: Vec<SecretKey> = (0..5).map(|i| SecretKey::from_seed([i; 32])).collect();
+        let publics: Vec<PublicKey> = keys.iter().map(SecretKey::public_key).collect();
+        let messages: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i; 40]).collect();
+        let mut signatures: Vec<Signature> =
+            keys.iter().zip(&messages).map(|(k, m)| k.sign(m)).collect();
+        let items = |signatures: &[Signature]| -> bool {
+            let items: Vec<(&PublicKey, &[u8], &Signature)> = publics
+                .iter()
+                .zip(&messages)
+                .zip(signatures)
+                .map(|((k, m), s)| (k, m.as_slice(), s))
+                .collect();
+            verify_batch(&items)
+        };
+        assert!(items(&signatures));
+        signatures.swap(1, 2);
+        assert!(!items(&signatures));
+        assert!(verify_batch(&[]));
     }
 }

@@ -12,7 +12,7 @@ pub use amount::{Amount, AmountError, UNITS_PER_COIN, coins, format_amount, pars
 pub use block::{Block, BlockHeader, transactions_root};
 pub use codec::{Decode, DecodeError, Encode, Reader};
 pub use hash::Hash;
-pub use keys::{PublicKey, SecretKey, Signature};
+pub use keys::{PublicKey, SecretKey, Signature, verify_batch};
 pub use tx::{
     BrainId, BrainSetting, Call, PPB, ParamId, Ppb, Role, SignedTransaction, Transaction, Uid,
     UsageReceipt,

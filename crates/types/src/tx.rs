@@ -300,6 +300,18 @@ impl SignedTransaction {
         Hash::of(&self.to_bytes())
     }
 
+    /// Batch-verifies the signatures of many transactions (see [`crate::keys::verify_batch`]).
+    pub fn verify_signatures(transactions: &[SignedTransaction]) -> bool {
+        let messages: Vec<Vec<u8>> =
+            transactions.iter().map(|t| t.transaction.signing_message()).collect();
+        let items: Vec<_> = transactions
+            .iter()
+            .zip(&messages)
+            .map(|(t, message)| (&t.transaction.signer, message.as_slice(), &t.signature))
+            .collect();
+        crate::keys::verify_batch(&items)
+    }
+
     /// Decodes a transaction received from the network.
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
         Self::from_bytes(bytes)
