@@ -317,13 +317,21 @@ impl<S: Store> State<S> {
         self.store.put(keys::globals(), globals.to_bytes());
     }
 
+    /// Every entry of the committed state plus the open block.
+    #[cfg(test)]
+    pub(crate) fn snapshot(&self) -> std::collections::BTreeMap<Vec<u8>, Vec<u8>> {
+        let base = self.store.scan_prefix(&[]).into_iter().collect();
+        overlay_scan(base, &self.open_block, &[])
+    }
+
     /// Drops everything applied to the open block.
     pub fn discard_block(&mut self) {
         self.open_block.clear();
     }
 
     /// Applies a whole block atomically: header checks, every transaction (one rejected
-    /// transaction rejects the block), the end-of-block rules and the state root.
+    /// transaction rejects the block), the end-of-block rules and the state root. Anything
+    /// applied to the open block through `apply_transaction` is dropped first.
     pub fn apply_block(&mut self, block: &Block) -> Result<BlockOutcome, BlockError> {
         self.discard_block();
         let header = &block.header;
