@@ -678,6 +678,11 @@ enum Action {
     Stake(u8, Amount),
     Unstake(u8, Amount),
     Fund(u8, Amount),
+    Release(u8),
+    Register(u8, u8, bool),
+    TransferBrain(u8, u16, u8),
+    Weights(Vec<u16>),
+    Bridge(u8, u8, Amount),
     Blocks(u8),
 }
 
@@ -692,7 +697,12 @@ fn action() -> impl Strategy<Value = Action> {
         user.clone().prop_map(Action::Burn),
         (user.clone(), amount.clone()).prop_map(|(a, x)| Action::Stake(a, x)),
         (user.clone(), amount.clone()).prop_map(|(a, x)| Action::Unstake(a, x)),
-        (user, amount).prop_map(|(a, x)| Action::Fund(a, x)),
+        (user.clone(), amount.clone()).prop_map(|(a, x)| Action::Fund(a, x)),
+        user.clone().prop_map(Action::Release),
+        (user.clone(), 70u8..90, any::<bool>()).prop_map(|(a, h, v)| Action::Register(a, h, v)),
+        (user.clone(), 7u16..10, user.clone()).prop_map(|(a, b, c)| Action::TransferBrain(a, b, c)),
+        proptest::collection::vec(0u16..100, 0..4).prop_map(Action::Weights),
+        (0u8..3, user, amount).prop_map(|(r, a, x)| Action::Bridge(r, a, x)),
         (1u8..4).prop_map(Action::Blocks),
     ]
 }
@@ -731,6 +741,9 @@ fn assert_only_fee_and_nonce_moved(
 fn play(actions: &[Action], brain: u16) -> State<MemoryStore> {
     let mut state = genesis();
     working_brain(&mut state);
+    for relayer in RELAYERS {
+        ok(&mut state, 1, Call::Transfer { to: address(relayer), amount: coins(1) });
+    }
     for action in actions {
         let (signer, call) = match action {
             Action::Transfer(a, b, x) => (*a, Call::Transfer { to: address(*b), amount: *x }),
@@ -743,6 +756,25 @@ fn play(actions: &[Action], brain: u16) -> State<MemoryStore> {
                 (*a, Call::RemoveStake { brain, hotkey: address(50), amount: *x })
             }
             Action::Fund(a, x) => (*a, Call::FundEscrow { amount: *x }),
+            Action::Release(a) => (*a, Call::ReleaseEscrow {}),
+            Action::Register(a, h, validator) => {
+                let role = if *validator { Role::Validator } else { Role::Miner };
+                (*a, Call::Register { brain, hotkey: address(*h), role, max_fee: coins(100) })
+            }
+            Action::TransferBrain(a, b, c) => {
+                (*a, Call::TransferBrain { brain: *b, to: address(*c) })
+            }
+            Action::Weights(w) => {
+                let weights = w.iter().enumerate().map(|(uid, w)| (uid as u16, *w)).collect();
+                (50, Call::SetWeights { brain, weights })
+            }
+            Action::Bridge(r, a, x) => {
+                let event_id = Hash::of(&[*a, (*x % 3) as u8]);
+                (
+                    RELAYERS[usize::from(*r)],
+                    Call::BridgeAttest { event_id, recipient: address(*a), amount: *x },
+                )
+            }
             Action::Blocks(n) => {
                 finish(&mut state, u64::from(*n) * 40);
                 continue;
