@@ -25,6 +25,10 @@ use crate::wire::{result_ciphertext_bytes, upload_ciphertext_bytes};
 /// stay in the L2 cache while each weight block is read once for all of them.
 const VECTORS_PER_TASK: usize = 8;
 
+/// Input vectors of a batch are expanded and transformed (32 KiB per upload ciphertext) in
+/// chunks of at most this many bytes, so a long prefill cannot exhaust the miner's memory.
+const TRANSFORMED_INPUTS_BUDGET_BYTES: usize = 64 << 20;
+
 /// How an n_out x n_in product is cut into ciphertexts.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MatrixLayout {
@@ -255,6 +259,17 @@ impl EncodedMatrix {
         for inputs in vectors {
             self.check_inputs(inputs)?;
         }
+        let transformed_bytes = self.layout.upload_cts() * 2 * RING_DEGREE * size_of::<u64>();
+        let in_flight = (TRANSFORMED_INPUTS_BUDGET_BYTES / transformed_bytes).max(VECTORS_PER_TASK);
+        let mut results = Vec::with_capacity(vectors.len());
+        for chunk in vectors.chunks(in_flight) {
+            results.extend(self.apply_in_memory(chunk));
+        }
+        Ok(results)
+    }
+
+    /// [`Self::apply_slices`] for checked inputs whose transforms all fit in memory at once.
+    fn apply_in_memory(&self, vectors: &[&[UploadCiphertext]]) -> Vec<Vec<ResultCiphertext>> {
         let uploads = self.layout.upload_cts();
         let transformed: Vec<TransformedInput> = vectors
             .par_iter()
@@ -283,7 +298,7 @@ impl EncodedMatrix {
                 results[first + offset].push(ct);
             }
         }
-        Ok(results)
+        results
     }
 
     fn check_inputs(&self, inputs: &[UploadCiphertext]) -> Result<(), RlweError> {
@@ -602,13 +617,16 @@ mod tests {
     }
 
     #[test]
-    fn more_input_blocks_than_lazy_terms_are_exact() {
+    fn more_input_blocks_than_lazy_terms_and_vectors_than_fit_in_memory_are_exact() {
         let (n_out, n_in) = (9, 2 * LAZY_TERMS + 5);
         let mut rng = ChaCha20Rng::seed_from_u64(13);
         let params = Params::for_product_bound(i8_bound(n_in)).unwrap();
         let layout = MatrixLayout::with_blocks(&params, n_in, n_out, 1, n_out).unwrap();
+        let in_flight = TRANSFORMED_INPUTS_BUDGET_BYTES / (n_in * 2 * RING_DEGREE * 8);
+        assert!(in_flight <= VECTORS_PER_TASK, "the batch below must span two chunks");
         let weights = random_i8(&mut rng, n_out * n_in, -127);
-        let inputs = vec![random_i8(&mut rng, n_in, i8::MIN), vec![i8::MIN; n_in]];
+        let mut inputs = vec![vec![i8::MIN; n_in]];
+        inputs.extend((0..VECTORS_PER_TASK + 1).map(|_| random_i8(&mut rng, n_in, i8::MIN)));
         let decrypted = encrypted_products_with(&params, &layout, &weights, &inputs);
         for (x, products) in inputs.iter().zip(&decrypted) {
             assert_eq!(products, &plain_products(&weights, x));

@@ -72,7 +72,9 @@ pub struct UploadCiphertext {
 
 /// The public mask a of a seeded ciphertext, expanded with ChaCha12 (miner and client agree)
 /// directly in NTT form: the NTT is a bijection of R_q, so a stays uniform (as in Kyber), and
-/// neither side has to transform it.
+/// neither side has to transform it. The values are in the NTT module's own (bit-reversed)
+/// order, so replacing the NTT by one with another order changes what a seed means: bump the
+/// wire format version then.
 pub(crate) fn expand_mask_ntt(seed: &[u8; 32]) -> Vec<u64> {
     let mut a = vec![0; RING_DEGREE];
     sample_uniform(&mut ChaCha12Rng::from_seed(*seed), &mut a);
