@@ -206,7 +206,7 @@ mod tests {
     use crate::matmul::{EncodedMatrix, encrypt_vector};
     use crate::rlwe::SecretKey;
     use rand_chacha::ChaCha20Rng;
-    use rand_core::SeedableRng;
+    use rand_core::{RngCore, SeedableRng};
 
     struct Fixture {
         params: Params,
@@ -313,6 +313,27 @@ mod tests {
             ResultCiphertext::from_bytes(&f.params, &f.layout, &bad_version),
             Err(RlweError::BadHeader { what: RESULT_WHAT })
         );
+    }
+
+    #[test]
+    fn random_bytes_never_panic_the_parsers() {
+        let f = fixture();
+        let mut rng = ChaCha20Rng::seed_from_u64(8);
+        for round in 0..2_000 {
+            // Mutate valid encodings (so parsing gets deep) or truncate them at random.
+            let mut upload = f.upload.clone();
+            let mut result = f.result.clone();
+            for bytes in [&mut upload, &mut result] {
+                let position = rng.next_u32() as usize % bytes.len();
+                bytes[position] ^= 1 << (rng.next_u32() % 8);
+                if round % 3 == 0 {
+                    bytes.truncate(rng.next_u32() as usize % bytes.len());
+                }
+            }
+            // Either outcome is fine; a panic fails the test.
+            let _ = UploadCiphertext::from_bytes(&f.params, &upload);
+            let _ = ResultCiphertext::from_bytes(&f.params, &f.layout, &result);
+        }
     }
 
     #[test]
