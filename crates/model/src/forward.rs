@@ -31,7 +31,8 @@ trait Stages {
         stage: Stage,
         xs: &[Vec<f32>],
     ) -> Result<Vec<Vec<f32>>, BackendError>;
-    fn logits(&self, x: &[f32]) -> Vec<f32>;
+    /// Logits of each final-normalised (ungained) row.
+    fn logits(&self, xs: &[Vec<f32>]) -> Result<Vec<Vec<f32>>, BackendError>;
 }
 
 struct SqueezedStages<'a> {
@@ -56,28 +57,40 @@ impl Stages for SqueezedStages<'_> {
         xs: &[Vec<f32>],
     ) -> Result<Vec<Vec<f32>>, BackendError> {
         let gain = self.model.input_gain(layer, stage);
-        let squeezed: Vec<_> =
-            xs.iter().map(|x| squeeze_activation(&apply_gain(x, gain))).collect();
-        let codes: Vec<Vec<i8>> = squeezed.iter().map(|s| s.codes.clone()).collect();
-        let products = self.backend.products(layer, stage, &codes)?;
-        if products.len() != xs.len() {
-            return Err(format!(
-                "{stage:?} of layer {layer}: {} result rows for {} inputs",
-                products.len(),
-                xs.len()
-            )
-            .into());
-        }
         let matrix = self.model.matrix(layer, stage);
-        products.iter().zip(&squeezed).map(|(p, s)| matrix.dequantize(p, s)).collect()
+        squeezed_linear(matrix, gain, xs, |codes| {
+            let products = self.backend.products(layer, stage, codes)?;
+            if products.len() != codes.len() {
+                let (got, sent) = (products.len(), codes.len());
+                return Err(format!(
+                    "{stage:?} of layer {layer}: {got} result rows for {sent} inputs"
+                )
+                .into());
+            }
+            Ok(products)
+        })
     }
 
-    fn logits(&self, x: &[f32]) -> Vec<f32> {
-        let s = squeeze_activation(&apply_gain(x, self.model.head_gain()));
-        let head: &QuantMatrix = self.model.lm_head();
-        let products = head.products(std::slice::from_ref(&s.codes), self.threads);
-        head.dequantize(&products[0], &s).unwrap_or_default()
+    fn logits(&self, xs: &[Vec<f32>]) -> Result<Vec<Vec<f32>>, BackendError> {
+        let head = self.model.lm_head();
+        squeezed_linear(head, self.model.head_gain(), xs, |codes| {
+            Ok(head.products(codes, self.threads))
+        })
     }
+}
+
+/// Applies the gains, squeezes each row, lets `multiply` compute the integer products and
+/// dequantises them.
+fn squeezed_linear(
+    matrix: &QuantMatrix,
+    gain: Option<&[f32]>,
+    xs: &[Vec<f32>],
+    multiply: impl FnOnce(&[Vec<i8>]) -> Result<Vec<Vec<i64>>, BackendError>,
+) -> Result<Vec<Vec<f32>>, BackendError> {
+    let squeezed: Vec<_> = xs.iter().map(|x| squeeze_activation(&apply_gain(x, gain))).collect();
+    let codes: Vec<Vec<i8>> = squeezed.iter().map(|s| s.codes.clone()).collect();
+    let products = multiply(&codes)?;
+    products.iter().zip(&squeezed).map(|(p, s)| matrix.dequantize(p, s)).collect()
 }
 
 struct FloatStages<'a> {
@@ -119,9 +132,10 @@ impl Stages for FloatStages<'_> {
         Ok(float_product(m, &gained, self.threads))
     }
 
-    fn logits(&self, x: &[f32]) -> Vec<f32> {
-        let gained = apply_gain(x, Some(&self.model.final_norm));
-        float_product(self.model.output_matrix(), &[gained], self.threads).remove(0)
+    fn logits(&self, xs: &[Vec<f32>]) -> Result<Vec<Vec<f32>>, BackendError> {
+        let gained: Vec<_> =
+            xs.iter().map(|x| apply_gain(x, Some(&self.model.final_norm))).collect();
+        Ok(float_product(self.model.output_matrix(), &gained, self.threads))
     }
 }
 
@@ -252,7 +266,8 @@ impl KvCache {
             add_rows(&mut xs, &down);
         }
         let wanted = if all_logits { &xs[..] } else { &xs[xs.len() - 1..] };
-        Ok(wanted.iter().map(|x| stages.logits(&rms_norm(x, eps))).collect())
+        let normed: Vec<_> = wanted.iter().map(|x| rms_norm(x, eps)).collect();
+        stages.logits(&normed)
     }
 }
 

@@ -539,3 +539,64 @@ fn quantize_q8_0(values: &[f32]) -> Vec<u8> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f16_bytes(v: f32) -> [u8; 2] {
+        f16::from_f32(v).to_le_bytes()
+    }
+
+    #[test]
+    fn four_and_sixteen_bit_blocks_dequantise() {
+        let nibbles: Vec<u8> = (0..16u8).map(|j| j | ((15 - j) << 4)).collect();
+        let q4_0 = [&f16_bytes(0.5)[..], &nibbles].concat();
+        let expected: Vec<f32> =
+            (0..16).chain((0..16).rev()).map(|q| (q as f32 - 8.0) * 0.5).collect();
+        assert_eq!(dequantize(GgmlType::Q4_0, &q4_0), expected);
+
+        let q4_1 = [&f16_bytes(0.5)[..], &f16_bytes(-1.0), &nibbles].concat();
+        let expected: Vec<f32> =
+            (0..16).chain((0..16).rev()).map(|q| q as f32 * 0.5 - 1.0).collect();
+        assert_eq!(dequantize(GgmlType::Q4_1, &q4_1), expected);
+
+        assert_eq!(
+            dequantize(GgmlType::F16, &[f16_bytes(1.5), f16_bytes(-2.0)].concat()),
+            [1.5, -2.0]
+        );
+    }
+
+    #[test]
+    fn q6_k_block_layout() {
+        let mut block = vec![0u8; 210];
+        block[192..208].fill(1); // scales
+        block[208..210].copy_from_slice(&f16_bytes(1.0));
+        block[0] = 0x35; // ql[0]: low nibble -> y[0], high nibble -> y[64]
+        block[128] = 0b0000_0001; // qh[0] bits 0-1 -> y[0]'s high bits
+        block[192] = 2; // scale of y[0..16]
+        let y = dequantize(GgmlType::Q6K, &block);
+        assert_eq!(y.len(), 256);
+        assert_eq!(y[0], 2.0 * (0x15 as f32 - 32.0));
+        assert_eq!(y[64], 3.0 - 32.0);
+        assert_eq!(y[1], 2.0 * -32.0);
+        assert_eq!(y[16], -32.0);
+    }
+
+    #[test]
+    fn q4_k_block_layout() {
+        let mut block = vec![0u8; 144];
+        block[0..2].copy_from_slice(&f16_bytes(1.0));
+        block[2..4].copy_from_slice(&f16_bytes(0.5));
+        block[4] = 3; // scale of sub-block 0
+        block[8] = 4; // min of sub-block 0
+        block[5] = 5; // scale of sub-block 1
+        block[9] = 2; // min of sub-block 1
+        block[16] = 0x21; // low nibble -> y[0], high nibble -> y[32]
+        let y = dequantize(GgmlType::Q4K, &block);
+        assert_eq!(y.len(), 256);
+        assert_eq!(y[0], 3.0 * 1.0 - 0.5 * 4.0);
+        assert_eq!(y[32], 5.0 * 2.0 - 0.5 * 2.0);
+        assert_eq!(y[1], -2.0);
+    }
+}

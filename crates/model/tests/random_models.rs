@@ -263,3 +263,46 @@ fn inconsistent_hf_directories_are_typed_errors() {
     assert!(matches!(LoadedModel::load(&dir), Err(ModelError::Safetensors(_))));
     assert_eq!(based_model::model_files(&dir).unwrap().len(), 3);
 }
+
+#[test]
+fn half_precision_safetensors_load_close_to_f32() {
+    let dir = scratch_dir("half");
+    write_random_hf_dir(&dir, &LlamaConfig::tiny(), 5).unwrap();
+    let reference = LoadedModel::load(&dir).unwrap().model;
+    let path = dir.join("model.safetensors");
+    let bytes = std::fs::read(&path).unwrap();
+    let tensors = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    type Convert = fn(f32) -> [u8; 2];
+    let to_f16: Convert = |v| half::f16::from_f32(v).to_le_bytes();
+    let to_bf16: Convert = |v| half::bf16::from_f32(v).to_le_bytes();
+    for (dtype, convert, tolerance) in
+        [(safetensors::Dtype::F16, to_f16, 2e-3f32), (safetensors::Dtype::BF16, to_bf16, 1e-2)]
+    {
+        let converted: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+            .iter()
+            .map(|(name, view)| {
+                let data = view
+                    .data()
+                    .chunks_exact(4)
+                    .flat_map(|b| convert(f32::from_le_bytes([b[0], b[1], b[2], b[3]])))
+                    .collect();
+                (name.to_owned(), view.shape().to_vec(), data)
+            })
+            .collect();
+        let views = converted.iter().map(|(name, shape, data)| {
+            (
+                name.clone(),
+                safetensors::tensor::TensorView::new(dtype, shape.clone(), data).unwrap(),
+            )
+        });
+        std::fs::write(&path, safetensors::serialize(views, None).unwrap()).unwrap();
+        let model = LoadedModel::load(&dir).unwrap().model;
+        let worst = model.layers[1]
+            .qkv
+            .data
+            .iter()
+            .zip(&reference.layers[1].qkv.data)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs() / b.abs().max(1e-3)));
+        assert!(worst < tolerance, "{dtype:?}: relative error {worst}");
+    }
+}
