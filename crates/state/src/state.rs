@@ -430,6 +430,12 @@ impl<S: Store> State<S> {
         Ok(entries.into_iter().filter_map(|(k, b)| Some((keys::brain_id_of(&k)?, b))).collect())
     }
 
+    /// The Brains `owner` holds (ERC-721 `balanceOf` is its length).
+    pub fn brains_owned_by(&self, owner: &PublicKey) -> Result<Vec<BrainId>, TxError> {
+        let brains = self.brains()?;
+        Ok(brains.into_iter().filter(|(_, b)| b.owner == *owner).map(|(id, _)| id).collect())
+    }
+
     pub fn nodes(&self, brain: BrainId, role: Role) -> Result<Vec<(Uid, Node)>, TxError> {
         crate::nodes::load_nodes(&self.reader(), brain, role)
     }

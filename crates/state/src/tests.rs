@@ -228,6 +228,33 @@ fn reserved_brains_and_burn_acquisition() {
 }
 
 #[test]
+fn all_1024_numbers_can_be_taken_then_the_cap_is_reached() {
+    let mut state = State::genesis(
+        MemoryStore::new(),
+        GenesisConfig {
+            chain_id: CHAIN,
+            foundation: address(FOUNDATION),
+            balances: vec![(address(1), coins(1_000))],
+            pepe_balances: vec![(address(1), coins(200_000_000))],
+            relayers: vec![address(RELAYERS[0])],
+            relayer_threshold: 1,
+            params: Params::default(),
+        },
+    )
+    .unwrap();
+    for _ in 0..1024 - 8 {
+        ok(&mut state, 1, Call::AcquireBrainByStake {});
+    }
+    assert_eq!(state.brains_owned_by(&address(1)).unwrap().len(), 1016);
+    assert_eq!(state.brains_owned_by(&address(FOUNDATION)).unwrap(), [0, 1, 2, 3, 4, 5, 6, 47]);
+    assert_eq!(
+        run(&mut state, 1, Call::AcquireBrainByStake {}),
+        Err(TxError::BrainCapReached(1024))
+    );
+    assert_eq!(TxError::BrainCapReached(1024).to_string(), "all 1024 Brains are taken");
+}
+
+#[test]
 fn brain_nft_follows_erc721() {
     let mut state = genesis();
     let brain = acquire_burned_brain(&mut state, 1);
