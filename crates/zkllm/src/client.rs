@@ -1,0 +1,196 @@
+//! The client: holds the secret key, encrypts each linear stage's input, decrypts the products.
+//!
+//! It implements `based_model::LinearBackend`, so the squeezed model's own forward pass runs
+//! unchanged on top of it: the only difference from a plaintext run is where the integer products
+//! come from.
+
+use std::io::{BufReader, BufWriter};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::{Duration, Instant};
+
+use based_model::{BackendError, LinearBackend, SqueezedModel, Stage};
+use based_rlwe::{
+    MatrixLayout, Params, ResultCiphertext, SecretKey, decrypt_products, encrypt_vector,
+};
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng;
+
+use crate::error::ZkError;
+use crate::wire::{self, Message, PROTOCOL_VERSION};
+use crate::{ModelIdentity, STAGES, encryption_params, max_product, params_summary, stage_index};
+
+/// What one chat has cost on the wire and in the client's own cryptography.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TrafficStats {
+    pub rounds: u64,
+    pub bytes_up: u64,
+    pub bytes_down: u64,
+    /// Client CPU time spent encrypting and decrypting.
+    pub client_crypto: Duration,
+    /// Time from sending a request to having its answer: network plus the miner's work.
+    pub waiting: Duration,
+}
+
+/// The per-stage facts the client needs: how vectors are split into ciphertexts and how large
+/// an honest product can be (anything larger proves the miner's answer corrupt).
+struct StagePlan {
+    layout: MatrixLayout,
+    bound: u64,
+}
+
+pub struct EncryptedBackend {
+    reader: BufReader<TcpStream>,
+    writer: BufWriter<TcpStream>,
+    secret_key: SecretKey,
+    params: Params,
+    plans: Vec<Vec<StagePlan>>,
+    rng: ChaCha20Rng,
+    next_request: u32,
+    pub stats: TrafficStats,
+}
+
+impl EncryptedBackend {
+    /// Connects to a miner, checks it serves the same model with the same parameters, and makes
+    /// a fresh secret key for this session.
+    pub fn connect(
+        addr: impl ToSocketAddrs,
+        model: &SqueezedModel,
+        identity: &ModelIdentity,
+    ) -> Result<Self, ZkError> {
+        let params = encryption_params(model)?;
+        let plans = plan_stages(model, &params)?;
+        let stream = TcpStream::connect(addr)?;
+        stream.set_nodelay(true)?;
+        let mut reader = BufReader::new(stream.try_clone()?);
+        let mut writer = BufWriter::new(stream);
+        let mut stats = TrafficStats::default();
+        stats.bytes_up += wire::write_message(
+            &mut writer,
+            &Message::Hello { version: PROTOCOL_VERSION, model_hash: identity.hash },
+        )? as u64;
+        let (welcome, n) = wire::read_message(&mut reader)?;
+        stats.bytes_down += n as u64;
+        match welcome {
+            Message::Welcome { version, model_hash, model_name, layers, params: theirs } => {
+                if version != PROTOCOL_VERSION {
+                    return Err(ZkError::VersionMismatch {
+                        ours: PROTOCOL_VERSION,
+                        theirs: version,
+                    });
+                }
+                if model_hash != identity.hash || layers as usize != model.n_layers() {
+                    let theirs = ModelIdentity { name: model_name, hash: model_hash };
+                    return Err(ZkError::ModelMismatch {
+                        ours: identity.to_string(),
+                        theirs: theirs.to_string(),
+                    });
+                }
+                let ours = params_summary(&params);
+                if theirs != ours {
+                    return Err(ZkError::ParamsMismatch(format!(
+                        "ours {ours:?}, theirs {theirs:?}"
+                    )));
+                }
+            }
+            Message::Error { message } => return Err(ZkError::Remote(message)),
+            other => {
+                return Err(ZkError::UnexpectedMessage { expected: "Welcome", got: other.kind() });
+            }
+        }
+        let mut rng = ChaCha20Rng::from_os_rng();
+        let secret_key = SecretKey::generate(&params, &mut rng);
+        Ok(Self { reader, writer, secret_key, params, plans, rng, next_request: 0, stats })
+    }
+
+    /// Ends the session politely; the miner logs it as a clean end.
+    pub fn close(mut self) -> Result<TrafficStats, ZkError> {
+        wire::write_message(&mut self.writer, &Message::Bye)?;
+        Ok(self.stats)
+    }
+
+    fn exchange(
+        &mut self,
+        layer: usize,
+        stage: Stage,
+        codes: &[Vec<i8>],
+    ) -> Result<Vec<Vec<i64>>, ZkError> {
+        let plan = &self.plans[layer][stage_index(stage)];
+        let started = Instant::now();
+        let inputs = codes
+            .iter()
+            .map(|code| {
+                let cts = encrypt_vector(&self.secret_key, &plan.layout, code, &mut self.rng)?;
+                Ok(cts.iter().map(|ct| ct.to_bytes()).collect())
+            })
+            .collect::<Result<Vec<Vec<Vec<u8>>>, ZkError>>()?;
+        let mut crypto = started.elapsed();
+
+        let request_id = self.next_request;
+        self.next_request = self.next_request.wrapping_add(1);
+        let sent = Instant::now();
+        let request = Message::Products { request_id, layer: layer as u32, stage, inputs };
+        self.stats.bytes_up += wire::write_message(&mut self.writer, &request)? as u64;
+        let (answer, n) = wire::read_message(&mut self.reader)?;
+        self.stats.waiting += sent.elapsed();
+        self.stats.bytes_down += n as u64;
+        self.stats.rounds += 1;
+        let outputs = match answer {
+            Message::Results { request_id: got, outputs } if got == request_id => outputs,
+            Message::Results { request_id: got, .. } => {
+                return Err(ZkError::WrongRequestId { expected: request_id, got });
+            }
+            Message::Error { message } => return Err(ZkError::Remote(message)),
+            other => {
+                return Err(ZkError::UnexpectedMessage { expected: "Results", got: other.kind() });
+            }
+        };
+        if outputs.len() != codes.len() {
+            return Err(ZkError::WrongCiphertextCount {
+                what: format!("answer vectors of layer {layer} {stage:?}"),
+                expected: codes.len(),
+                got: outputs.len(),
+            });
+        }
+
+        let started = Instant::now();
+        let products = outputs
+            .iter()
+            .map(|vector| {
+                let results = vector
+                    .iter()
+                    .map(|bytes| ResultCiphertext::from_bytes(&self.params, &plan.layout, bytes))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(decrypt_products(&self.secret_key, &plan.layout, &results, plan.bound)?)
+            })
+            .collect::<Result<Vec<_>, ZkError>>()?;
+        crypto += started.elapsed();
+        self.stats.client_crypto += crypto;
+        Ok(products)
+    }
+}
+
+impl LinearBackend for EncryptedBackend {
+    fn products(
+        &mut self,
+        layer: usize,
+        stage: Stage,
+        codes: &[Vec<i8>],
+    ) -> Result<Vec<Vec<i64>>, BackendError> {
+        Ok(self.exchange(layer, stage, codes)?)
+    }
+}
+
+fn plan_stages(model: &SqueezedModel, params: &Params) -> Result<Vec<Vec<StagePlan>>, ZkError> {
+    (0..model.n_layers())
+        .map(|layer| {
+            STAGES
+                .iter()
+                .map(|&stage| {
+                    let m = model.matrix(layer, stage);
+                    let layout = MatrixLayout::choose(params, m.cols, m.rows)?;
+                    Ok(StagePlan { layout, bound: max_product(m) })
+                })
+                .collect()
+        })
+        .collect()
+}

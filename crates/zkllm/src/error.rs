@@ -1,0 +1,37 @@
+use based_model::BackendError;
+use based_rlwe::RlweError;
+
+use crate::wire::WireError;
+
+/// Everything that can go wrong between a client and a miner, worded for the person reading it.
+#[derive(Debug, thiserror::Error)]
+pub enum ZkError {
+    #[error(transparent)]
+    Wire(#[from] WireError),
+    #[error("connection error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("ciphertext rejected: {0}")]
+    Crypto(#[from] RlweError),
+    #[error("protocol version {theirs} is not supported (this side speaks {ours})")]
+    VersionMismatch { ours: u16, theirs: u16 },
+    #[error("the miner serves model {theirs}, the client expects model {ours}")]
+    ModelMismatch { ours: String, theirs: String },
+    #[error("the miner's encryption parameters differ from the client's: {0}")]
+    ParamsMismatch(String),
+    #[error("layer {layer} does not exist (the model has {layers})")]
+    NoSuchLayer { layer: u32, layers: usize },
+    #[error("expected {expected} ciphertexts per vector for {what}, got {got}")]
+    WrongCiphertextCount { what: String, expected: usize, got: usize },
+    #[error("unexpected message: expected {expected}, got {got}")]
+    UnexpectedMessage { expected: &'static str, got: &'static str },
+    #[error("answer to request {got} arrived while waiting for request {expected}")]
+    WrongRequestId { expected: u32, got: u32 },
+    #[error("the miner reported an error: {0}")]
+    Remote(String),
+}
+
+impl From<ZkError> for BackendError {
+    fn from(error: ZkError) -> Self {
+        BackendError::new(error.to_string())
+    }
+}

@@ -1,0 +1,223 @@
+//! The miner: serves a model's linear stages on ciphertexts it cannot read.
+//!
+//! Nothing in this module ever sees a secret key: it only knows the public parameters, the public
+//! weights (pre-encoded as plaintext polynomials once, at load) and the ciphertexts it is sent.
+
+use std::io::{BufReader, BufWriter};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::time::Instant;
+
+use based_model::{SqueezedModel, Stage};
+use based_rlwe::{EncodedMatrix, MatrixLayout, Params, ResultCiphertext, UploadCiphertext};
+
+use crate::error::ZkError;
+use crate::wire::{self, CiphertextBatch, Message, PROTOCOL_VERSION, WireError};
+use crate::{ModelIdentity, STAGES, encryption_params, params_summary, stage_index};
+
+/// One linear stage of one layer, ready to multiply ciphertexts.
+struct EncodedStage {
+    layout: MatrixLayout,
+    matrix: EncodedMatrix,
+}
+
+/// A model prepared for serving: every weight matrix encoded once for the ciphertext products.
+pub struct MinerModel {
+    identity: ModelIdentity,
+    params: Params,
+    layers: Vec<Vec<EncodedStage>>,
+}
+
+impl MinerModel {
+    /// Encodes every linear stage of `model`; `on_matrix` is told after each matrix (for a
+    /// progress bar), with the number done and the total.
+    pub fn prepare(
+        model: &SqueezedModel,
+        identity: ModelIdentity,
+        mut on_matrix: impl FnMut(usize, usize),
+    ) -> Result<Self, ZkError> {
+        let params = encryption_params(model)?;
+        let total = model.n_layers() * STAGES.len();
+        let mut layers = Vec::with_capacity(model.n_layers());
+        for layer in 0..model.n_layers() {
+            let mut stages = Vec::with_capacity(STAGES.len());
+            for stage in STAGES {
+                let weights = model.matrix(layer, stage);
+                let layout = MatrixLayout::choose(&params, weights.cols, weights.rows)?;
+                let matrix = EncodedMatrix::encode(&params, &layout, &weights.weights)?;
+                stages.push(EncodedStage { layout, matrix });
+                on_matrix(layer * STAGES.len() + stages.len(), total);
+            }
+            layers.push(stages);
+        }
+        Ok(Self { identity, params, layers })
+    }
+
+    pub fn identity(&self) -> &ModelIdentity {
+        &self.identity
+    }
+
+    /// Bytes held by the encoded weights: the miner's memory cost of the model.
+    pub fn encoded_bytes(&self) -> usize {
+        self.layers.iter().flatten().map(|s| s.matrix.memory_bytes()).sum()
+    }
+
+    fn stage(&self, layer: u32, stage: Stage) -> Result<&EncodedStage, ZkError> {
+        let stages = self
+            .layers
+            .get(layer as usize)
+            .ok_or(ZkError::NoSuchLayer { layer, layers: self.layers.len() })?;
+        Ok(&stages[stage_index(stage)])
+    }
+
+    /// Multiplies every input vector of a request by the stage's weights.
+    pub fn answer(
+        &self,
+        layer: u32,
+        stage: Stage,
+        inputs: &CiphertextBatch,
+    ) -> Result<CiphertextBatch, ZkError> {
+        let encoded = self.stage(layer, stage)?;
+        let expected = encoded.layout.upload_cts();
+        let decoded = inputs
+            .iter()
+            .map(|vector| {
+                if vector.len() != expected {
+                    return Err(ZkError::WrongCiphertextCount {
+                        what: format!("layer {layer} {stage:?}"),
+                        expected,
+                        got: vector.len(),
+                    });
+                }
+                vector
+                    .iter()
+                    .map(|bytes| Ok(UploadCiphertext::from_bytes(&self.params, bytes)?))
+                    .collect()
+            })
+            .collect::<Result<Vec<Vec<_>>, ZkError>>()?;
+        let products = encoded.matrix.apply_batch(&decoded)?;
+        Ok(products
+            .iter()
+            .map(|vector| vector.iter().map(ResultCiphertext::to_bytes).collect())
+            .collect())
+    }
+}
+
+/// Accepts clients until the listener fails; every connection gets its own thread, so a client
+/// that misbehaves or vanishes costs only its own session.
+pub fn serve(listener: TcpListener, model: Arc<MinerModel>) -> std::io::Result<()> {
+    for stream in listener.incoming() {
+        let stream = match stream {
+            Ok(stream) => stream,
+            Err(error) => {
+                tracing::warn!(%error, "accept failed");
+                continue;
+            }
+        };
+        let model = Arc::clone(&model);
+        std::thread::spawn(move || {
+            let peer = stream.peer_addr().ok();
+            match serve_session(stream, &model) {
+                Ok(stats) => tracing::info!(
+                    ?peer,
+                    requests = stats.requests,
+                    bytes_in = stats.bytes_in,
+                    bytes_out = stats.bytes_out,
+                    "session ended"
+                ),
+                Err(error) => tracing::warn!(?peer, %error, "session aborted"),
+            }
+        });
+    }
+    Ok(())
+}
+
+/// Binds `addr` and serves in a background thread; returns the bound address (useful with port 0).
+pub fn spawn_server(addr: &str, model: Arc<MinerModel>) -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind(addr)?;
+    let bound = listener.local_addr()?;
+    std::thread::spawn(move || serve(listener, model));
+    Ok(bound)
+}
+
+#[derive(Default)]
+struct SessionStats {
+    requests: u64,
+    bytes_in: usize,
+    bytes_out: usize,
+}
+
+fn serve_session(stream: TcpStream, model: &MinerModel) -> Result<SessionStats, ZkError> {
+    stream.set_nodelay(true)?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut writer = BufWriter::new(stream);
+    let mut stats = SessionStats::default();
+    let result = run_session(&mut reader, &mut writer, model, &mut stats);
+    if let Err(error) = &result
+        && !matches!(error, ZkError::Io(_) | ZkError::Wire(WireError::Closed | WireError::Io(_)))
+    {
+        // Best effort: the peer may already be gone, and the error is logged either way.
+        let _ = wire::write_message(&mut writer, &Message::Error { message: error.to_string() });
+    }
+    result.map(|()| stats)
+}
+
+fn run_session(
+    reader: &mut BufReader<TcpStream>,
+    writer: &mut BufWriter<TcpStream>,
+    model: &MinerModel,
+    stats: &mut SessionStats,
+) -> Result<(), ZkError> {
+    let (hello, n) = wire::read_message(reader)?;
+    stats.bytes_in += n;
+    let Message::Hello { version, model_hash } = hello else {
+        return Err(ZkError::UnexpectedMessage { expected: "Hello", got: hello.kind() });
+    };
+    if version != PROTOCOL_VERSION {
+        return Err(ZkError::VersionMismatch { ours: PROTOCOL_VERSION, theirs: version });
+    }
+    if model_hash != model.identity.hash {
+        return Err(ZkError::ModelMismatch {
+            ours: model.identity.to_string(),
+            theirs: crate::hex(&model_hash),
+        });
+    }
+    stats.bytes_out += wire::write_message(
+        writer,
+        &Message::Welcome {
+            version: PROTOCOL_VERSION,
+            model_hash: model.identity.hash,
+            model_name: model.identity.name.clone(),
+            layers: model.layers.len() as u32,
+            params: params_summary(&model.params),
+        },
+    )?;
+    loop {
+        let (message, n) = wire::read_message(reader)?;
+        stats.bytes_in += n;
+        match message {
+            Message::Products { request_id, layer, stage, inputs } => {
+                let started = Instant::now();
+                let outputs = model.answer(layer, stage, &inputs)?;
+                tracing::debug!(
+                    request_id,
+                    layer,
+                    ?stage,
+                    vectors = inputs.len(),
+                    elapsed_us = started.elapsed().as_micros() as u64,
+                    "products"
+                );
+                stats.bytes_out +=
+                    wire::write_message(writer, &Message::Results { request_id, outputs })?;
+                stats.requests += 1;
+            }
+            Message::Bye => return Ok(()),
+            other => {
+                return Err(ZkError::UnexpectedMessage {
+                    expected: "Products or Bye",
+                    got: other.kind(),
+                });
+            }
+        }
+    }
+}

@@ -1,0 +1,393 @@
+//! The client/miner wire format: length-prefixed frames over a byte stream.
+//!
+//! Every frame is `u32 length (LE) | u8 tag | body`. Ciphertexts travel as opaque, equally sized
+//! byte strings; their meaning is checked by `based-rlwe` when they are decoded. Decoding is strict:
+//! a frame that is truncated, oversized, has trailing bytes or an unknown tag is an error, never a
+//! panic, so a peer speaking garbage costs only its own connection.
+
+use std::io::{self, Read, Write};
+
+use based_model::Stage;
+
+/// Bumped on any change of the frame layout or of the cryptographic parameter choice.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// A frame larger than this is refused before it is read: it bounds what a peer can make us
+/// allocate. One SmolLM2 prefill stage of 512 tokens stays well below it.
+pub const MAX_FRAME_BYTES: u32 = 512 << 20;
+
+/// Bounds both dimensions of a batch (tokens per request, ciphertexts per vector), so that a
+/// header cannot make us allocate what the frame does not carry.
+pub const MAX_BATCH_VECTORS: usize = 1 << 16;
+
+/// The ciphertexts of one product request or answer: `vectors[v][c]` is ciphertext `c` of input
+/// (or output) vector `v`, every ciphertext the same length.
+pub type CiphertextBatch = Vec<Vec<Vec<u8>>>;
+
+/// The public parameter set both ends must agree on before any ciphertext is exchanged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ParamsSummary {
+    pub ring_degree: u32,
+    pub ciphertext_modulus: u64,
+    pub plaintext_modulus: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Message {
+    /// Client -> miner, first frame: which protocol and which model the client expects.
+    Hello { version: u16, model_hash: [u8; 32] },
+    /// Miner -> client: the miner's model and parameters; the client checks they match its own.
+    Welcome {
+        version: u16,
+        model_hash: [u8; 32],
+        model_name: String,
+        layers: u32,
+        params: ParamsSummary,
+    },
+    /// Client -> miner: encrypted activations for one linear stage of one layer.
+    Products { request_id: u32, layer: u32, stage: Stage, inputs: CiphertextBatch },
+    /// Miner -> client: the encrypted products, in the order of the inputs.
+    Results { request_id: u32, outputs: CiphertextBatch },
+    /// Either way: the request (or the session) failed; the message says why.
+    Error { message: String },
+    /// Client -> miner: the chat is over.
+    Bye,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    #[error("connection error: {0}")]
+    Io(#[from] io::Error),
+    #[error("the peer closed the connection")]
+    Closed,
+    #[error("frame of {0} bytes exceeds the limit of {MAX_FRAME_BYTES} bytes")]
+    Oversized(u64),
+    #[error("frame truncated: needed {needed} more bytes for {what}")]
+    Truncated { what: &'static str, needed: usize },
+    #[error("unknown message tag {0}")]
+    UnknownTag(u8),
+    #[error("unknown linear stage {0}")]
+    UnknownStage(u8),
+    #[error("{0} trailing bytes after the message")]
+    TrailingBytes(usize),
+    #[error("batch of {vectors} vectors x {per_vector} ciphertexts does not fit the frame")]
+    BatchTooLarge { vectors: usize, per_vector: usize },
+    #[error("a batch declares a ciphertext of zero bytes")]
+    EmptyCiphertext,
+    #[error("text field is not UTF-8")]
+    BadText,
+}
+
+const TAG_HELLO: u8 = 1;
+const TAG_WELCOME: u8 = 2;
+const TAG_PRODUCTS: u8 = 3;
+const TAG_RESULTS: u8 = 4;
+const TAG_ERROR: u8 = 5;
+const TAG_BYE: u8 = 6;
+
+pub fn stage_code(stage: Stage) -> u8 {
+    match stage {
+        Stage::Qkv => 0,
+        Stage::AttnOut => 1,
+        Stage::GateUp => 2,
+        Stage::Down => 3,
+    }
+}
+
+fn stage_from_code(code: u8) -> Result<Stage, WireError> {
+    Ok(match code {
+        0 => Stage::Qkv,
+        1 => Stage::AttnOut,
+        2 => Stage::GateUp,
+        3 => Stage::Down,
+        other => return Err(WireError::UnknownStage(other)),
+    })
+}
+
+impl Message {
+    /// The message's name, for errors that must not dump a whole ciphertext batch.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Message::Hello { .. } => "Hello",
+            Message::Welcome { .. } => "Welcome",
+            Message::Products { .. } => "Products",
+            Message::Results { .. } => "Results",
+            Message::Error { .. } => "Error",
+            Message::Bye => "Bye",
+        }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        match self {
+            Message::Hello { version, model_hash } => {
+                out.push(TAG_HELLO);
+                out.extend_from_slice(&version.to_le_bytes());
+                out.extend_from_slice(model_hash);
+            }
+            Message::Welcome { version, model_hash, model_name, layers, params } => {
+                out.push(TAG_WELCOME);
+                out.extend_from_slice(&version.to_le_bytes());
+                out.extend_from_slice(model_hash);
+                put_text(&mut out, model_name);
+                out.extend_from_slice(&layers.to_le_bytes());
+                out.extend_from_slice(&params.ring_degree.to_le_bytes());
+                out.extend_from_slice(&params.ciphertext_modulus.to_le_bytes());
+                out.extend_from_slice(&params.plaintext_modulus.to_le_bytes());
+            }
+            Message::Products { request_id, layer, stage, inputs } => {
+                out.push(TAG_PRODUCTS);
+                out.extend_from_slice(&request_id.to_le_bytes());
+                out.extend_from_slice(&layer.to_le_bytes());
+                out.push(stage_code(*stage));
+                put_batch(&mut out, inputs);
+            }
+            Message::Results { request_id, outputs } => {
+                out.push(TAG_RESULTS);
+                out.extend_from_slice(&request_id.to_le_bytes());
+                put_batch(&mut out, outputs);
+            }
+            Message::Error { message } => {
+                out.push(TAG_ERROR);
+                put_text(&mut out, message);
+            }
+            Message::Bye => out.push(TAG_BYE),
+        }
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Message, WireError> {
+        let mut r = Reader { bytes };
+        let message = match r.u8("message tag")? {
+            TAG_HELLO => {
+                Message::Hello { version: r.u16("version")?, model_hash: r.array("model hash")? }
+            }
+            TAG_WELCOME => Message::Welcome {
+                version: r.u16("version")?,
+                model_hash: r.array("model hash")?,
+                model_name: r.text()?,
+                layers: r.u32("layer count")?,
+                params: ParamsSummary {
+                    ring_degree: r.u32("ring degree")?,
+                    ciphertext_modulus: r.u64("ciphertext modulus")?,
+                    plaintext_modulus: r.u64("plaintext modulus")?,
+                },
+            },
+            TAG_PRODUCTS => Message::Products {
+                request_id: r.u32("request id")?,
+                layer: r.u32("layer")?,
+                stage: stage_from_code(r.u8("stage")?)?,
+                inputs: r.batch()?,
+            },
+            TAG_RESULTS => {
+                Message::Results { request_id: r.u32("request id")?, outputs: r.batch()? }
+            }
+            TAG_ERROR => Message::Error { message: r.text()? },
+            TAG_BYE => Message::Bye,
+            other => return Err(WireError::UnknownTag(other)),
+        };
+        if !r.bytes.is_empty() {
+            return Err(WireError::TrailingBytes(r.bytes.len()));
+        }
+        Ok(message)
+    }
+}
+
+fn put_text(out: &mut Vec<u8>, text: &str) {
+    out.extend_from_slice(&(text.len() as u32).to_le_bytes());
+    out.extend_from_slice(text.as_bytes());
+}
+
+/// Batches are rectangular (every vector has as many ciphertexts), so the shape is written once;
+/// each ciphertext carries its own length, since a stage's last output block may be shorter.
+fn put_batch(out: &mut Vec<u8>, batch: &CiphertextBatch) {
+    let per_vector = batch.first().map_or(0, Vec::len);
+    debug_assert!(batch.iter().all(|v| v.len() == per_vector), "ragged ciphertext batch");
+    out.extend_from_slice(&(batch.len() as u32).to_le_bytes());
+    out.extend_from_slice(&(per_vector as u32).to_le_bytes());
+    for ct in batch.iter().flatten() {
+        out.extend_from_slice(&(ct.len() as u32).to_le_bytes());
+        out.extend_from_slice(ct);
+    }
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, len: usize, what: &'static str) -> Result<&'a [u8], WireError> {
+        if self.bytes.len() < len {
+            return Err(WireError::Truncated { what, needed: len - self.bytes.len() });
+        }
+        let (head, rest) = self.bytes.split_at(len);
+        self.bytes = rest;
+        Ok(head)
+    }
+    fn array<const N: usize>(&mut self, what: &'static str) -> Result<[u8; N], WireError> {
+        Ok(self.take(N, what)?.try_into().expect("take returned N bytes"))
+    }
+    fn u8(&mut self, what: &'static str) -> Result<u8, WireError> {
+        Ok(self.array::<1>(what)?[0])
+    }
+    fn u16(&mut self, what: &'static str) -> Result<u16, WireError> {
+        Ok(u16::from_le_bytes(self.array(what)?))
+    }
+    fn u32(&mut self, what: &'static str) -> Result<u32, WireError> {
+        Ok(u32::from_le_bytes(self.array(what)?))
+    }
+    fn u64(&mut self, what: &'static str) -> Result<u64, WireError> {
+        Ok(u64::from_le_bytes(self.array(what)?))
+    }
+    fn text(&mut self) -> Result<String, WireError> {
+        let len = self.u32("text length")? as usize;
+        let raw = self.take(len, "text")?;
+        String::from_utf8(raw.to_vec()).map_err(|_| WireError::BadText)
+    }
+    fn batch(&mut self) -> Result<CiphertextBatch, WireError> {
+        let vectors = self.u32("vector count")? as usize;
+        let per_vector = self.u32("ciphertexts per vector")? as usize;
+        // Every ciphertext costs at least its 4-byte length: a header claiming more than the
+        // frame can hold is refused before anything is allocated for it.
+        if vectors > MAX_BATCH_VECTORS
+            || per_vector > MAX_BATCH_VECTORS
+            || vectors * per_vector > self.bytes.len() / 4
+        {
+            return Err(WireError::BatchTooLarge { vectors, per_vector });
+        }
+        (0..vectors)
+            .map(|_| {
+                (0..per_vector)
+                    .map(|_| {
+                        let len = self.u32("ciphertext length")? as usize;
+                        if len == 0 {
+                            return Err(WireError::EmptyCiphertext);
+                        }
+                        Ok(self.take(len, "ciphertext")?.to_vec())
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+}
+
+/// Writes one frame; returns the bytes put on the wire.
+pub fn write_message(stream: &mut impl Write, message: &Message) -> Result<usize, WireError> {
+    let body = message.encode();
+    if body.len() as u64 > MAX_FRAME_BYTES as u64 {
+        return Err(WireError::Oversized(body.len() as u64));
+    }
+    stream.write_all(&(body.len() as u32).to_le_bytes())?;
+    stream.write_all(&body)?;
+    stream.flush()?;
+    Ok(body.len() + 4)
+}
+
+/// Reads one frame; returns the message and the bytes taken off the wire.
+pub fn read_message(stream: &mut impl Read) -> Result<(Message, usize), WireError> {
+    let mut len = [0u8; 4];
+    if let Err(e) = stream.read_exact(&mut len) {
+        return Err(if e.kind() == io::ErrorKind::UnexpectedEof {
+            WireError::Closed
+        } else {
+            e.into()
+        });
+    }
+    let len = u32::from_le_bytes(len);
+    if len > MAX_FRAME_BYTES {
+        return Err(WireError::Oversized(len as u64));
+    }
+    let mut body = vec![0u8; len as usize];
+    stream.read_exact(&mut body).map_err(|e| match e.kind() {
+        io::ErrorKind::UnexpectedEof => {
+            WireError::Truncated { what: "frame body", needed: len as usize }
+        }
+        _ => e.into(),
+    })?;
+    Ok((Message::decode(&body)?, len as usize + 4))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn samples() -> Vec<Message> {
+        vec![
+            Message::Hello { version: PROTOCOL_VERSION, model_hash: [7; 32] },
+            Message::Welcome {
+                version: PROTOCOL_VERSION,
+                model_hash: [9; 32],
+                model_name: "smollm2-135m".into(),
+                layers: 30,
+                params: ParamsSummary {
+                    ring_degree: 2048,
+                    ciphertext_modulus: 97,
+                    plaintext_modulus: 1 << 26,
+                },
+            },
+            Message::Products {
+                request_id: 3,
+                layer: 29,
+                stage: Stage::GateUp,
+                inputs: vec![
+                    vec![vec![1, 2, 3], vec![4, 5, 6]],
+                    vec![vec![7, 8, 9], vec![10, 11, 12]],
+                ],
+            },
+            Message::Results {
+                request_id: 3,
+                outputs: vec![vec![vec![0; 5], vec![1; 5], vec![2; 3]]],
+            },
+            Message::Error { message: "no such layer".into() },
+            Message::Bye,
+        ]
+    }
+
+    #[test]
+    fn every_message_round_trips_through_a_stream() {
+        let mut wire = Vec::new();
+        for m in samples() {
+            write_message(&mut wire, &m).unwrap();
+        }
+        let mut cursor = io::Cursor::new(wire);
+        for m in samples() {
+            assert_eq!(read_message(&mut cursor).unwrap().0, m);
+        }
+        assert!(matches!(read_message(&mut cursor), Err(WireError::Closed)));
+    }
+
+    #[test]
+    fn every_strict_prefix_of_a_message_is_rejected() {
+        for m in samples() {
+            let body = m.encode();
+            for cut in 0..body.len() {
+                assert!(Message::decode(&body[..cut]).is_err(), "{m:?} cut at {cut} decoded");
+            }
+        }
+    }
+
+    #[test]
+    fn garbage_gets_precise_errors() {
+        assert!(matches!(Message::decode(&[200]), Err(WireError::UnknownTag(200))));
+        let mut products = samples()[2].encode();
+        products[9] = 9; // the stage byte
+        assert!(matches!(Message::decode(&products), Err(WireError::UnknownStage(9))));
+        let mut bye = Message::Bye.encode();
+        bye.push(0);
+        assert!(matches!(Message::decode(&bye), Err(WireError::TrailingBytes(1))));
+        let huge = (MAX_FRAME_BYTES + 1).to_le_bytes();
+        assert!(matches!(read_message(&mut &huge[..]), Err(WireError::Oversized(_))));
+        // A batch header that claims more ciphertexts than the frame holds.
+        let mut lying = vec![TAG_RESULTS, 0, 0, 0, 0];
+        for n in [1 << 16, 1 << 16] {
+            lying.extend_from_slice(&n.to_le_bytes());
+        }
+        assert!(matches!(Message::decode(&lying), Err(WireError::BatchTooLarge { .. })));
+        // ... or a ciphertext longer than what follows.
+        let mut short = vec![TAG_RESULTS, 0, 0, 0, 0];
+        for n in [1, 1, 100] {
+            short.extend_from_slice(&n.to_le_bytes());
+        }
+        assert!(matches!(Message::decode(&short), Err(WireError::Truncated { .. })));
+    }
+}
