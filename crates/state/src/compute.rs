@@ -31,7 +31,7 @@ pub fn request_release(ctx: &mut Ctx<'_>, user: &PublicKey) -> Result<Vec<Event>
     let key = keys::escrow(user);
     let mut escrow: Escrow = ctx.get(&key)?.unwrap_or_default();
     if escrow.balance == 0 {
-        return Err(TxError::ZeroAmount);
+        return Err(TxError::EmptyEscrow);
     }
     escrow.release_requested_at = Some(ctx.height);
     ctx.put(key, &escrow);

@@ -63,6 +63,8 @@ pub enum TxError {
     InvalidWeights(&'static str),
     #[error("escrow holds {available}, redemption needs {needed}")]
     EscrowOverspend { needed: Amount, available: Amount },
+    #[error("the spending account is empty")]
+    EmptyEscrow,
     #[error("no escrow release requested")]
     NoReleaseRequested,
     #[error("escrow release possible at block {0}")]

@@ -610,6 +610,8 @@ fn escrow_receipts_cannot_overspend_or_double_redeem() {
     );
     ok(&mut state, 60, redeem(coins(10), 7));
     assert_eq!(state.escrow(&address(7)).unwrap().balance, 0);
+    assert_eq!(run(&mut state, 7, Call::RequestEscrowRelease {}), Err(TxError::EmptyEscrow));
+    assert_eq!(run(&mut state, 7, Call::ReleaseEscrow {}), Err(TxError::NoReleaseRequested));
     ok(&mut state, 7, Call::FundEscrow { amount: coins(2) });
     ok(&mut state, 7, Call::RequestEscrowRelease {});
     assert!(matches!(run(&mut state, 7, Call::ReleaseEscrow {}), Err(TxError::EscrowLocked(_))));
