@@ -131,7 +131,11 @@ pub fn serve_miner(model: &str, listen: &str) -> Result<()> {
     let miner = prepare_miner(&model)?;
     let listener = std::net::TcpListener::bind(listen)
         .with_context(|| format!("cannot listen on {listen}"))?;
-    tracing::info!(model = %model.identity, address = %listener.local_addr()?, "miner serving (holds no secret key)");
+    let address = listener.local_addr()?;
+    tracing::info!(model = %model.identity, %address, "miner serving (holds no secret key)");
+    // The first stdout line tells scripts (and tests using port 0) where to connect.
+    println!("listening on {address}");
+    std::io::stdout().flush()?;
     based_zkllm::serve(listener, Arc::new(miner))?;
     Ok(())
 }

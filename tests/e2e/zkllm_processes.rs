@@ -1,0 +1,123 @@
+//! End to end across processes: a `based miner serve` process and `based chat` processes talk
+//! over a real loopback socket, exactly as a user would run them.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+use based_model::LlamaConfig;
+use based_model::testutil::write_random_gguf;
+
+fn based() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_based"));
+    command.env("RUST_LOG", "warn");
+    command
+}
+
+/// A miner process that is killed when the test ends, however it ends.
+struct MinerProcess {
+    child: Child,
+    address: String,
+}
+
+impl MinerProcess {
+    fn start(model: &Path) -> MinerProcess {
+        let mut child = based()
+            .args(["miner", "serve", "--listen", "127.0.0.1:0", "--model"])
+            .arg(model)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the miner");
+        let mut first_line = String::new();
+        BufReader::new(child.stdout.take().expect("piped stdout"))
+            .read_line(&mut first_line)
+            .expect("read the miner's address");
+        let address = first_line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line from the miner: {first_line:?}"))
+            .to_string();
+        MinerProcess { child, address }
+    }
+}
+
+impl Drop for MinerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn tiny_model(dir: &Path, name: &str, seed: u64) -> PathBuf {
+    let path = dir.join(name);
+    write_random_gguf(&path, &LlamaConfig::tiny(), seed).expect("write a tiny model");
+    path
+}
+
+fn chat(model: &Path, how: &[&str], prompt: &str) -> Output {
+    based()
+        .arg("chat")
+        .args(how)
+        .args(["-n", "12", "--model"])
+        .arg(model)
+        .arg(prompt)
+        .output()
+        .expect("run based chat")
+}
+
+#[test]
+fn an_encrypted_chat_with_a_miner_process_matches_the_plaintext_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path(), "tiny.gguf", 7);
+    let miner = MinerProcess::start(&model);
+
+    let encrypted = chat(&model, &["--miner", &miner.address], "hello there");
+    let plain = chat(&model, &["--plain"], "hello there");
+    assert!(encrypted.status.success(), "{}", String::from_utf8_lossy(&encrypted.stderr));
+    assert!(plain.status.success(), "{}", String::from_utf8_lossy(&plain.stderr));
+    assert!(!plain.stdout.iter().all(u8::is_ascii_whitespace), "the model generated nothing");
+    assert_eq!(encrypted.stdout, plain.stdout);
+    let report = String::from_utf8_lossy(&encrypted.stderr);
+    assert!(report.contains("rounds") && report.contains("MB up"), "no traffic report: {report}");
+}
+
+#[test]
+fn a_miner_refuses_a_client_with_another_model_and_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let served = tiny_model(dir.path(), "served.gguf", 1);
+    let other = tiny_model(dir.path(), "other.gguf", 2);
+    let miner = MinerProcess::start(&served);
+
+    let refused = chat(&other, &["--miner", &miner.address], "hi");
+    assert!(!refused.status.success());
+    let error = String::from_utf8_lossy(&refused.stderr);
+    assert!(error.contains("serves model"), "unclear error: {error}");
+
+    let served_chat = chat(&served, &["--miner", &miner.address], "hi");
+    assert!(served_chat.status.success(), "{}", String::from_utf8_lossy(&served_chat.stderr));
+}
+
+#[test]
+fn a_client_killed_mid_generation_does_not_stop_the_miner() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path(), "tiny.gguf", 3);
+    let miner = MinerProcess::start(&model);
+
+    let mut vanishing = based()
+        .args(["chat", "-n", "200", "--miner", &miner.address, "--model"])
+        .arg(&model)
+        .arg("a long question that keeps the miner busy")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait for the first streamed bytes, so the session is surely mid-generation, then kill it.
+    let mut first = [0u8; 1];
+    let _ = std::io::Read::read(&mut vanishing.stdout.take().unwrap(), &mut first);
+    vanishing.kill().unwrap();
+    vanishing.wait().unwrap();
+
+    let next = chat(&model, &["--miner", &miner.address], "are you still there?");
+    assert!(next.status.success(), "{}", String::from_utf8_lossy(&next.stderr));
+}
