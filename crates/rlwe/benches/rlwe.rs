@@ -104,6 +104,7 @@ fn main() {
     let mut token_seconds_batched = 0.0;
     let mut token_bytes = 0usize;
     let mut client_seconds = 0.0;
+    let mut plain_seconds = 0.0;
     let mut memory = 0usize;
     for (name, n_out, n_in) in shapes {
         let mut rng = ChaCha20Rng::seed_from_u64(n_out as u64 * 31 + n_in as u64);
@@ -175,6 +176,7 @@ fn main() {
             token_seconds += 30.0 * two_threads.as_secs_f64();
             token_bytes += 30 * (layout.upload_bytes() + layout.download_bytes());
             client_seconds += 30.0 * (encrypt + decrypt).as_secs_f64();
+            plain_seconds += 30.0 * plain_time.as_secs_f64();
             memory += 30 * matrix.memory_bytes();
             token_seconds_batched += 30.0 * batched_per_vector;
         }
@@ -183,11 +185,12 @@ fn main() {
         "\nb8/vec: per input vector when {batch} vectors (tokens or users) share one apply_batch, 2 threads."
     );
     println!(
-        "SmolLM2-135M, 30 layers x 4 stages, one token: miner {:.0} ms (2 threads; {:.0} ms per token in batches of {batch}), client enc+dec {:.0} ms, \
-         {:.1} MB on the wire, encoded weights {:.2} GB",
+        "SmolLM2-135M, 30 layers x 4 stages, one token: miner {:.0} ms (2 threads; {:.0} ms per token in batches of {batch}), client enc+dec {:.0} ms \
+         (plain i8 products {:.0} ms on 1 thread), {:.1} MB on the wire, encoded weights {:.2} GB",
         token_seconds * 1e3,
         token_seconds_batched * 1e3,
         client_seconds * 1e3,
+        plain_seconds * 1e3,
         token_bytes as f64 / 1e6,
         memory as f64 / 1e9
     );
