@@ -64,6 +64,13 @@ impl QuantMatrix {
         Self { rows: m.rows, cols: m.cols, weights, scales, row_sums }
     }
 
+    /// The largest |(W_q code)_r| any code can produce: 128 times the largest row sum of |W_q|.
+    /// An encrypted backend needs its plaintext modulus above twice this to stay exact.
+    pub fn max_abs_product(&self) -> i64 {
+        let row_bound = |row: &[i8]| row.iter().map(|&w| i64::from(w).abs()).sum::<i64>() * 128;
+        self.weights.chunks_exact(self.cols.max(1)).map(row_bound).max().unwrap_or(0)
+    }
+
     pub fn row(&self, r: usize) -> &[i8] {
         &self.weights[r * self.cols..(r + 1) * self.cols]
     }

@@ -121,6 +121,10 @@ fn integer_products_are_exact_and_dequantise_close_to_float() {
             q.row(r).iter().zip(&s.codes).map(|(&w, &c)| i64::from(w) * i64::from(c)).sum();
         assert_eq!(product, naive);
     }
+    let extreme = vec![-128i8; q.cols];
+    let bound = q.max_abs_product();
+    assert!(q.products(std::slice::from_ref(&extreme), 1)[0].iter().all(|p| p.abs() <= bound));
+    assert!(bound <= 127 * 128 * q.cols as i64);
     let y = q.dequantize(&products[0], &s).unwrap();
     let mut worst = 0f32;
     for (r, &y_r) in y.iter().enumerate() {
