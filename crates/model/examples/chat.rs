@@ -18,10 +18,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut generator = Generator::new(&squeezed);
     let start = Instant::now();
     let tokenizer = &loaded.tokenizer;
+    // Decoding the whole reply each time keeps multi-byte characters split across tokens intact.
+    let mut reply = Vec::new();
+    let mut printed = 0;
     let generated =
         generator.generate(&prompt, 200, tokenizer.stop_tokens(), &mut backend, &mut |t| {
-            print!("{}", tokenizer.decode(&[t]).unwrap_or_default());
-            let _ = std::io::stdout().flush();
+            reply.push(t);
+            let text = tokenizer.decode(&reply).unwrap_or_default();
+            if let Some(new) = text.get(printed..).filter(|new| !new.ends_with('\u{FFFD}')) {
+                print!("{new}");
+                printed = text.len();
+                let _ = std::io::stdout().flush();
+            }
         })?;
     println!("\n[{} tokens in {:.2?}]", generated.len(), start.elapsed());
     Ok(())

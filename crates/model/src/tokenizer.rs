@@ -48,7 +48,7 @@ impl ChatTokenizer {
     }
 
     /// Builds SmolLM2-style byte-level BPE from the GGUF metadata: digits split one by one,
-    /// no prefix space.
+    /// no prefix space. Other pre-tokenizers (`tokenizer.ggml.pre`) are refused.
     pub fn from_gguf(gguf: &GgufFile) -> Result<Self, ModelError> {
         let strings = |key: &str| -> Result<Vec<&str>, ModelError> {
             gguf.meta(key)
@@ -65,6 +65,12 @@ impl ChatTokenizer {
                     "unsupported tokenizer model {other:?} (only byte-level BPE)"
                 )));
             }
+        }
+        // llama.cpp names the pre-tokenizer; only SmolLM2's (digits one by one, then byte-level
+        // without prefix space) is built here, so others are refused rather than mis-tokenised.
+        match gguf.meta("tokenizer.ggml.pre").and_then(|v| v.as_str()) {
+            None | Some("smollm") => {}
+            Some(other) => return Err(tok_err(format!("unsupported pre-tokenizer {other:?}"))),
         }
         let tokens = strings("tokenizer.ggml.tokens")?;
         let merges = strings("tokenizer.ggml.merges")?

@@ -228,14 +228,20 @@ fn truncated_or_inconsistent_gguf_files_are_typed_errors() {
         let at = bytes.windows(from.len()).position(|w| w == from).unwrap();
         let mut b = bytes.clone();
         b[at..at + from.len()].copy_from_slice(to);
-        based_model::FloatModel::from_gguf(&GgufFile::parse(b).unwrap())
+        GgufFile::parse(b).unwrap()
     };
+    let model = |gguf: GgufFile| based_model::FloatModel::from_gguf(&gguf);
     assert!(
-        matches!(patched(b"llama", b"gemma"), Err(ModelError::UnsupportedArchitecture(a)) if a == "gemma")
+        matches!(model(patched(b"llama", b"gemma")), Err(ModelError::UnsupportedArchitecture(a)) if a == "gemma")
     );
     assert!(
-        matches!(patched(b"blk.1.ffn_up.weight", b"blk.1.ffn_UP.weight"), Err(ModelError::MissingTensor(t)) if t == "blk.1.ffn_up.weight")
+        matches!(model(patched(b"blk.1.ffn_up.weight", b"blk.1.ffn_UP.weight")), Err(ModelError::MissingTensor(t)) if t == "blk.1.ffn_up.weight")
     );
+    let other_pre_tokenizer = patched(b"smollm", b"falcon");
+    assert!(matches!(
+        ChatTokenizer::from_gguf(&other_pre_tokenizer),
+        Err(ModelError::Tokenizer(_))
+    ));
 }
 
 #[test]
