@@ -178,9 +178,45 @@ impl KvCache {
         }
     }
 
+    /// Causal grouped-query attention of one query over the first `visible` cached positions.
+    fn attend(&self, config: &LlamaConfig, layer: usize, q: &[f32], visible: usize) -> Vec<f32> {
+        let head_dim = config.head_dim();
+        let group = config.n_heads / config.n_kv_heads;
+        let scale = 1.0 / (head_dim as f32).sqrt();
+        let mut out = vec![0f32; config.hidden_size];
+        for (head, (q, o)) in
+            q.chunks_exact(head_dim).zip(out.chunks_exact_mut(head_dim)).enumerate()
+        {
+            let kv = (head / group) * head_dim..(head / group + 1) * head_dim;
+            let scores: Vec<f32> = self.keys[layer][..visible]
+                .iter()
+                .map(|k| dot_f32(q, &k[kv.clone()]) * scale)
+                .collect();
+            for (w, v) in softmax(&scores).iter().zip(&self.values[layer][..visible]) {
+                o.iter_mut().zip(&v[kv.clone()]).for_each(|(o, v)| *o += w * v);
+            }
+        }
+        out
+    }
+
     /// Runs `tokens` through the model, extending the cache; returns the logits of every token
-    /// when `all_logits`, else of the last one only.
+    /// when `all_logits`, else of the last one only. On error the cache is rolled back, so the
+    /// caller may retry (e.g. after a network failure inside the backend).
     fn forward(
+        &mut self,
+        stages: &mut dyn Stages,
+        tokens: &[u32],
+        all_logits: bool,
+    ) -> Result<Vec<Vec<f32>>, BackendError> {
+        let start = self.position();
+        let result = self.extend(stages, tokens, all_logits);
+        if result.is_err() {
+            self.keys.iter_mut().chain(&mut self.values).for_each(|rows| rows.truncate(start));
+        }
+        result
+    }
+
+    fn extend(
         &mut self,
         stages: &mut dyn Stages,
         tokens: &[u32],
@@ -206,8 +242,7 @@ impl KvCache {
                 None => Err(BackendError::from(format!("token id {t} outside the vocabulary"))),
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let (h, kv, head_dim) = (config.hidden_size, config.kv_dim(), config.head_dim());
-        let group = config.n_heads / config.n_kv_heads;
+        let (h, kv) = (config.hidden_size, config.kv_dim());
         let eps = config.rms_norm_eps;
         for layer in 0..config.n_layers {
             let normed: Vec<_> = xs.iter().map(|x| rms_norm(x, eps)).collect();
@@ -225,27 +260,7 @@ impl KvCache {
             let attended: Vec<Vec<f32>> = queries
                 .iter()
                 .enumerate()
-                .map(|(t, q)| {
-                    let visible = start + t + 1;
-                    let mut out = vec![0f32; h];
-                    for head in 0..config.n_heads {
-                        let kv_offset = (head / group) * head_dim;
-                        let q = &q[head * head_dim..(head + 1) * head_dim];
-                        let scale = 1.0 / (head_dim as f32).sqrt();
-                        let scores: Vec<f32> = self.keys[layer][..visible]
-                            .iter()
-                            .map(|k| dot_f32(q, &k[kv_offset..kv_offset + head_dim]) * scale)
-                            .collect();
-                        let weights = softmax(&scores);
-                        let o = &mut out[head * head_dim..(head + 1) * head_dim];
-                        for (w, v) in weights.iter().zip(&self.values[layer][..visible]) {
-                            o.iter_mut()
-                                .zip(&v[kv_offset..kv_offset + head_dim])
-                                .for_each(|(o, v)| *o += w * v);
-                        }
-                    }
-                    out
-                })
+                .map(|(t, q)| self.attend(&config, layer, q, start + t + 1))
                 .collect();
             let attn_out = stages.linear(layer, Stage::AttnOut, &attended)?;
             add_rows(&mut xs, &attn_out);

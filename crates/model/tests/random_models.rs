@@ -214,6 +214,44 @@ fn backend_errors_and_bad_tokens_surface_as_errors() {
     assert!(backend.products(0, Stage::Down, &[vec![0; 3]]).is_err());
 }
 
+/// Fails once, in the middle of the model, then behaves.
+struct FailsOnce<'a> {
+    inner: PlainBackend<'a>,
+    failed: bool,
+}
+
+impl LinearBackend for FailsOnce<'_> {
+    fn products(
+        &mut self,
+        layer: usize,
+        stage: Stage,
+        codes: &[Vec<i8>],
+    ) -> Result<Vec<Vec<i64>>, BackendError> {
+        if layer == 1 && stage == Stage::GateUp && !self.failed {
+            self.failed = true;
+            return Err(BackendError::from("timeout"));
+        }
+        self.inner.products(layer, stage, codes)
+    }
+}
+
+#[test]
+fn a_failed_step_rolls_back_and_can_be_retried() {
+    let (_, loaded) = tiny_gguf("retry");
+    let squeezed = SqueezedModel::from_float(&loaded.model);
+    let mut clean = Generator::new(&squeezed);
+    let mut backend = PlainBackend::new(&squeezed);
+    clean.prefill(&[5, 6, 7], &mut backend).unwrap();
+    let expected = clean.step(8, &mut backend).unwrap();
+
+    let mut flaky = FailsOnce { inner: PlainBackend::new(&squeezed), failed: false };
+    let mut generator = Generator::new(&squeezed);
+    generator.prefill(&[5, 6, 7], &mut flaky).unwrap_err();
+    assert_eq!(generator.position(), 0);
+    generator.prefill(&[5, 6, 7], &mut flaky).unwrap();
+    assert_eq!(generator.step(8, &mut flaky).unwrap(), expected);
+}
+
 #[test]
 fn truncated_or_inconsistent_gguf_files_are_typed_errors() {
     let (path, _) = tiny_gguf("truncated");
