@@ -66,7 +66,7 @@ impl MatrixLayout {
                 best = Some((cost.0, cost.1, layout));
             }
         }
-        Ok(best.expect("uploads = ceil(n_in / N) always yields a layout").2)
+        Ok(best.expect("uploads = n_in (one input per block) always yields a layout").2)
     }
 
     /// A layout with explicit block sizes (in_block * out_block <= N and out_block within the
