@@ -634,6 +634,17 @@ mod tests {
     }
 
     #[test]
+    fn miner_and_client_types_can_be_shared_across_threads() {
+        fn shareable<T: Send + Sync>() {}
+        shareable::<Params>();
+        shareable::<SecretKey>();
+        shareable::<MatrixLayout>();
+        shareable::<EncodedMatrix>();
+        shareable::<UploadCiphertext>();
+        shareable::<ResultCiphertext>();
+    }
+
+    #[test]
     fn layout_blocks_fit_the_ring_and_minimise_bytes() {
         let params = Params::for_product_bound(i8_bound(576)).unwrap();
         let layout = MatrixLayout::choose(&params, 576, 576).unwrap();
