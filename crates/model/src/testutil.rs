@@ -85,6 +85,10 @@ fn random_weights(config: &LlamaConfig, seed: u64) -> Result<RandomWeights, Mode
         tensors.push((name("ffn_norm"), vec![h], norm(&mut rng)));
     }
     tensors.push(("output_norm.weight".to_owned(), vec![h], norm(&mut rng)));
+    // An untied head: with tied embeddings the residual copy of the last token's embedding
+    // dominates a random model's logits, and greedy decoding just repeats its input.
+    let head = random_matrix(&mut rng, config.vocab_size, h, 1.0);
+    tensors.push(("output.weight".to_owned(), vec![config.vocab_size, h], head));
     Ok(RandomWeights { tensors })
 }
 
@@ -224,7 +228,7 @@ pub fn write_random_hf_dir(dir: &Path, config: &LlamaConfig, seed: u64) -> Resul
         "rope_theta": config.rope_theta,
         "rms_norm_eps": config.rms_norm_eps,
         "max_position_embeddings": config.max_seq_len,
-        "tie_word_embeddings": true,
+        "tie_word_embeddings": false,
         "rope_scaling": null,
         "torch_dtype": "float32",
         "eos_token_id": 2,

@@ -58,6 +58,33 @@ fn gguf_and_hf_directory_load_to_the_same_model() {
     assert_eq!(float_out.len(), 12);
 }
 
+/// Greedy replies of random models must not collapse into repeating one token, or tests that
+/// compare two backends token by token prove little.
+#[test]
+fn random_models_reply_with_varied_tokens() {
+    let dir = scratch_dir("varied");
+    for seed in [1, 7, 11, 13] {
+        let gguf = dir.join(format!("{seed}.gguf"));
+        let hf = dir.join(seed.to_string());
+        write_random_gguf(&gguf, &LlamaConfig::tiny(), seed).unwrap();
+        write_random_hf_dir(&hf, &LlamaConfig::tiny(), seed).unwrap();
+        for path in [gguf, hf] {
+            let loaded = LoadedModel::load(&path).unwrap();
+            let squeezed = SqueezedModel::from_float(&loaded.model);
+            let prompt = loaded.tokenizer.encode_chat("You are terse.", "hello world").unwrap();
+            let stops = loaded.tokenizer.stop_tokens();
+            let mut backend = PlainBackend::new(&squeezed);
+            let reply = Generator::new(&squeezed)
+                .generate(&prompt, 16, stops, &mut backend, &mut |_| {})
+                .unwrap();
+            let mut distinct = reply.clone();
+            distinct.sort_unstable();
+            distinct.dedup();
+            assert!(distinct.len() > 4, "{}: degenerate reply {reply:?}", path.display());
+        }
+    }
+}
+
 #[test]
 fn tokenizer_splits_digits_and_adds_no_prefix_space() {
     let tokenizer = test_tokenizer(LlamaConfig::tiny().vocab_size).unwrap();
