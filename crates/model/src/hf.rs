@@ -143,6 +143,11 @@ impl SafetensorsSource {
             }
             files.push((path, bytes));
         }
+        // The loader treats an absent output projection as tied, which is only right when the
+        // config says so.
+        if !tied && !index.contains_key("lm_head.weight") {
+            return Err(ModelError::MissingTensor("lm_head.weight".into()));
+        }
         Ok(Self { files, index, n_heads: config.n_heads, n_kv_heads: config.n_kv_heads, tied })
     }
 }

@@ -334,6 +334,13 @@ fn inconsistent_hf_directories_are_typed_errors() {
     std::fs::write(&config_path, &original).unwrap();
     let weights = dir.join("model.safetensors");
     let full = std::fs::read(&weights).unwrap();
+    let tensors = safetensors::SafeTensors::deserialize(&full).unwrap();
+    let without_head = tensors.iter().filter(|(name, _)| *name != "lm_head.weight");
+    std::fs::write(&weights, safetensors::serialize(without_head, None).unwrap()).unwrap();
+    assert!(
+        matches!(LoadedModel::load(&dir), Err(ModelError::MissingTensor(t)) if t == "lm_head.weight")
+    );
+    let full = std::fs::read(&weights).unwrap();
     std::fs::write(&weights, &full[..full.len() / 2]).unwrap();
     assert!(matches!(LoadedModel::load(&dir), Err(ModelError::Safetensors(_))));
     assert_eq!(based_model::model_files(&dir).unwrap().len(), 3);
