@@ -86,6 +86,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let note = format!("client side {client_ms:.2} ms/token (incl. LM head)");
         row(&format!("squeezed decode, backend {threads} thread(s)"), forced.len(), elapsed, &note);
     }
+    let head = squeezed.lm_head();
+    let codes = vec![(0..head.cols).map(|i| (i % 255) as i8).collect::<Vec<i8>>()];
+    let start = Instant::now();
+    for _ in 0..DECODE_TOKENS {
+        std::hint::black_box(head.products(&codes, 1));
+    }
+    row("client LM head product alone, 1 thread", DECODE_TOKENS, start.elapsed(), "");
     let mut float = FloatGenerator::new(&loaded.model);
     let start = Instant::now();
     float.prefill(prompt)?;

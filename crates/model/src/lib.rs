@@ -26,6 +26,9 @@ pub use squeeze::{
 };
 pub use tokenizer::{ChatTokenizer, DEFAULT_SYSTEM_PROMPT};
 
+/// A fixed public-domain English text for perplexity and benchmark prompts.
+pub const EVAL_TEXT: &str = include_str!("../data/eval.txt");
+
 /// A loaded model with its tokenizer, from a GGUF file or a Hugging Face directory.
 pub struct LoadedModel {
     pub model: FloatModel,
