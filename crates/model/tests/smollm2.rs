@@ -66,6 +66,12 @@ fn tokenizer_matches_smollm2() {
     assert_eq!(t.stop_tokens()[..], [2, 0]);
     assert_eq!(t.vocab_size(), 49152);
     assert_eq!(t.encode("Hello world").unwrap(), vec![id("Hello"), id("Ġworld")]);
+    assert_eq!(t.encode("Hello world").unwrap(), [19556, 905]);
+    assert_eq!(
+        t.encode("What is the capital of France?").unwrap(),
+        [1780, 314, 260, 3575, 282, 4649, 47]
+    );
+    assert_eq!(t.encode("<|im_start|>system\nYou are").unwrap(), [1, 9690, 198, 2683, 359]);
     assert_eq!(t.encode("2024").unwrap(), vec![id("2"), id("0"), id("2"), id("4")]);
     assert_eq!(t.encode("<|im_start|>user").unwrap(), vec![1, id("user")]);
     for text in [
