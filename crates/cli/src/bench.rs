@@ -1,9 +1,358 @@
-use anyhow::Result;
-use clap::Subcommand;
+//! `based bench`: measured performance tables, printed and written to docs/BENCHMARKS.md.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, ensure};
+use based_model::{
+    FloatGenerator, Generator, LinearBackend, PlainBackend, argmax, float_perplexity,
+    squeezed_perplexity,
+};
+use based_rlwe::{EncodedMatrix, MatrixLayout, SecretKey, encrypt_vector};
+use based_zkllm::relay::Relay;
+use based_zkllm::{EncryptedBackend, STAGES, TrafficStats};
+use clap::{Args, Subcommand};
+use rand_core::SeedableRng;
+
+use crate::chat::prepare_miner;
+use crate::loaded::{self, LoadedModel};
+
 #[derive(Subcommand)]
 pub enum BenchCommand {
-    Zkllm,
+    /// Encrypted inference against plaintext, on a real model, in one run.
+    Zkllm(ZkllmBenchArgs),
+    /// The chain's state machine: signed transfers per second, epoch time for a full Brain.
+    State(OutputArgs),
 }
-pub fn run(_c: BenchCommand) -> Result<()> {
+
+#[derive(Args)]
+pub struct OutputArgs {
+    /// Markdown file whose section for this benchmark is replaced with the new table.
+    #[arg(long, default_value = "docs/BENCHMARKS.md")]
+    pub out: PathBuf,
+}
+
+#[derive(Args)]
+pub struct ZkllmBenchArgs {
+    /// A known model name or a path to a .gguf file or Hugging Face folder.
+    #[arg(long, default_value = "smollm2-135m")]
+    pub model: String,
+    /// Prompt length for the prefill measurement (taken from the evaluation text).
+    #[arg(long, default_value_t = 32)]
+    pub prompt_tokens: usize,
+    /// Tokens generated for each decode measurement.
+    #[arg(long, default_value_t = 8)]
+    pub decode_tokens: usize,
+    /// Simulated network round-trip time for the second encrypted run.
+    #[arg(long, default_value_t = 20)]
+    pub rtt_ms: u64,
+    /// Tokens generated at the simulated round-trip time.
+    #[arg(long, default_value_t = 2)]
+    pub rtt_tokens: usize,
+    /// Tokens of the evaluation text used for perplexity.
+    #[arg(long, default_value_t = 256)]
+    pub perplexity_tokens: usize,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+pub fn run(command: BenchCommand) -> Result<()> {
+    match command {
+        BenchCommand::Zkllm(args) => {
+            let table = bench_zkllm(&args)?;
+            publish(&args.output.out, "zkllm", &table)
+        }
+        BenchCommand::State(args) => {
+            eprintln!("measuring the state machine (takes a few seconds)");
+            let table = based_state::bench::run().to_markdown();
+            publish(&args.out, "state", &table)
+        }
+    }
+}
+
+/// Prints `table` and replaces the `name` section of the markdown file (creating it if needed),
+/// so each benchmark can be re-run alone without losing the others' figures.
+fn publish(out: &Path, name: &str, table: &str) -> Result<()> {
+    println!("{table}");
+    let (start, end) =
+        (format!("<!-- bench:{name}:start -->"), format!("<!-- bench:{name}:end -->"));
+    let section = format!("{start}\n{}\n{end}", table.trim_end());
+    let existing = std::fs::read_to_string(out).unwrap_or_else(|_| {
+        "# Benchmarks\n\nWritten by `based bench`; each section is replaced when its benchmark is re-run.\n".to_string()
+    });
+    let updated = match (existing.find(&start), existing.find(&end)) {
+        (Some(a), Some(b)) if a < b => {
+            format!("{}{section}{}", &existing[..a], &existing[b + end.len()..])
+        }
+        _ => format!("{}\n{section}\n", existing.trim_end()),
+    };
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(out, updated).with_context(|| format!("cannot write {}", out.display()))?;
+    eprintln!("written to {}", out.display());
     Ok(())
+}
+
+/// Prefill `prompt`, then greedy-decode `count` tokens; returns both times and the tokens.
+/// `after_prefill` sees the backend between the two (to snapshot its counters).
+fn timed_decode<B: LinearBackend>(
+    generator: &mut Generator<'_>,
+    backend: &mut B,
+    prompt: &[u32],
+    count: usize,
+    after_prefill: impl FnOnce(&B),
+) -> Result<(Duration, Duration, Vec<u32>)> {
+    let started = Instant::now();
+    let mut logits = generator.prefill(prompt, backend)?;
+    let prefill = started.elapsed();
+    after_prefill(backend);
+    let started = Instant::now();
+    let mut tokens = Vec::with_capacity(count);
+    for _ in 0..count {
+        let token = argmax(&logits);
+        tokens.push(token);
+        logits = generator.step(token, backend)?;
+    }
+    Ok((prefill, started.elapsed(), tokens))
+}
+
+fn per_second(count: usize, elapsed: Duration) -> f64 {
+    count as f64 / elapsed.as_secs_f64()
+}
+
+fn bench_zkllm(args: &ZkllmBenchArgs) -> Result<String> {
+    ensure!(args.decode_tokens > 0 && args.prompt_tokens > 0, "token counts must be positive");
+    let model = loaded::load(&args.model)?;
+    let text_tokens = model.tokenizer.encode(based_model::EVAL_TEXT)?;
+    ensure!(text_tokens.len() > args.prompt_tokens, "the evaluation text is too short");
+    let prompt = &text_tokens[..args.prompt_tokens];
+    let n = args.decode_tokens;
+    let mut rows: Vec<(String, String)> = Vec::new();
+    let mut row = |what: &str, value: String| rows.push((what.to_string(), value));
+
+    eprintln!("float reference ...");
+    let started = Instant::now();
+    let mut float = FloatGenerator::new(&model.float);
+    let mut logits = float.prefill(prompt)?;
+    let float_prefill = started.elapsed();
+    let started = Instant::now();
+    for _ in 0..n {
+        logits = float.prefill(&[argmax(&logits)])?;
+    }
+    let float_decode = per_second(n, started.elapsed());
+
+    eprintln!("squeezed plaintext ...");
+    let mut plain_backend = PlainBackend::new(&model.squeezed);
+    let (plain_prefill, plain_elapsed, plain_tokens) =
+        timed_decode(&mut Generator::new(&model.squeezed), &mut plain_backend, prompt, n, |_| {})?;
+    let plain_decode = per_second(n, plain_elapsed);
+
+    eprintln!("encoding the weights for the miner ...");
+    let started = Instant::now();
+    let miner = prepare_miner(&model)?;
+    let encode_time = started.elapsed();
+    let encoded_bytes = miner.encoded_bytes();
+    let miner_address = based_zkllm::spawn_server("127.0.0.1:0", Arc::new(miner))?;
+
+    eprintln!("encrypted on loopback ...");
+    let mut client = EncryptedBackend::connect(miner_address, &model.squeezed, &model.identity)?;
+    let mut after_prefill = TrafficStats::default();
+    let (enc_prefill, enc_elapsed, enc_tokens) =
+        timed_decode(&mut Generator::new(&model.squeezed), &mut client, prompt, n, |c| {
+            after_prefill = c.stats
+        })?;
+    let decode_stats = difference(client.stats, after_prefill);
+    client.close()?;
+    let identical = enc_tokens == plain_tokens;
+    let enc_decode = per_second(n, enc_elapsed);
+
+    eprintln!("encrypted at {} ms round-trip time ...", args.rtt_ms);
+    let relay = Relay::start(miner_address, Duration::from_millis(args.rtt_ms / 2))?;
+    let mut client = EncryptedBackend::connect(relay.address, &model.squeezed, &model.identity)?;
+    let mut generator = Generator::new(&model.squeezed);
+    generator.prefill(&prompt[..1], &mut client)?;
+    let started = Instant::now();
+    for &token in plain_tokens.iter().take(args.rtt_tokens) {
+        generator.step(token, &mut client)?;
+    }
+    let rtt_s_per_token = started.elapsed().as_secs_f64() / args.rtt_tokens.max(1) as f64;
+    client.close()?;
+
+    eprintln!("per-stage products ...");
+    let stage_rows = stage_timings(&model)?;
+
+    eprintln!("perplexity ...");
+    let ppl_tokens = &text_tokens[..args.perplexity_tokens.min(text_tokens.len())];
+    let float_ppl = float_perplexity(&model.float, ppl_tokens)?;
+    let squeezed_ppl =
+        squeezed_perplexity(&model.squeezed, ppl_tokens, &mut PlainBackend::new(&model.squeezed))?;
+
+    let per_token = |bytes: u64| bytes as f64 / n as f64 / 1e6;
+    row("model", model.identity.to_string());
+    row(
+        "float reference (ours, f32): decode",
+        format!(
+            "{float_decode:.1} tokens/s (prefill {} tokens {:.2} s)",
+            prompt.len(),
+            float_prefill.as_secs_f64()
+        ),
+    );
+    row(
+        "squeezed plaintext (int8): decode",
+        format!("{plain_decode:.1} tokens/s (prefill {:.2} s)", plain_prefill.as_secs_f64()),
+    );
+    row(
+        "encrypted, loopback: prefill",
+        format!(
+            "{} tokens in {:.2} s ({:.1} tokens/s)",
+            prompt.len(),
+            enc_prefill.as_secs_f64(),
+            per_second(prompt.len(), enc_prefill)
+        ),
+    );
+    row(
+        "encrypted, loopback: decode",
+        format!("{enc_decode:.3} tokens/s ({:.2} s/token)", 1.0 / enc_decode),
+    );
+    row(
+        &format!("encrypted, {} ms RTT: decode", args.rtt_ms),
+        format!("{rtt_s_per_token:.2} s/token"),
+    );
+    row(
+        "encrypted / squeezed plaintext, decode",
+        format!("{:.0}x slower", plain_decode / enc_decode),
+    );
+    row(
+        "encrypted tokens identical to plaintext",
+        if identical { "yes".into() } else { "NO".into() },
+    );
+    row("rounds per generated token", format!("{}", decode_stats.rounds / n as u64));
+    row(
+        "traffic per generated token",
+        format!(
+            "{:.2} MB up + {:.2} MB down = {:.2} MB",
+            per_token(decode_stats.bytes_up),
+            per_token(decode_stats.bytes_down),
+            per_token(decode_stats.bytes_up + decode_stats.bytes_down)
+        ),
+    );
+    row(
+        "client crypto per generated token",
+        format!(
+            "{:.3} s (local squeezed plaintext: {:.3} s/token)",
+            decode_stats.client_crypto.as_secs_f64() / n as f64,
+            1.0 / plain_decode
+        ),
+    );
+    row(
+        "miner: weight encoding",
+        format!(
+            "{:.1} s, {:.0} MB ({:.1} bytes per weight)",
+            encode_time.as_secs_f64(),
+            encoded_bytes as f64 / 1e6,
+            encoded_bytes as f64 / linear_weights(&model) as f64
+        ),
+    );
+    row(
+        "perplexity, float",
+        format!("{float_ppl:.3} ({} tokens of docs' eval text)", ppl_tokens.len()),
+    );
+    row(
+        "perplexity, squeezed",
+        format!("{squeezed_ppl:.3} ({:+.2}% vs float)", (squeezed_ppl / float_ppl - 1.0) * 100.0),
+    );
+    row("candle f32 plaintext", "not measured yet (no candle build in this workspace)".into());
+
+    let mut table = String::new();
+    writeln!(table, "## ZK-LLM: encrypted vs plaintext inference\n")?;
+    writeln!(
+        table,
+        "`based bench zkllm` on {} ({} threads), one run; decode = {n} greedy tokens after a {}-token prompt.\n",
+        machine(),
+        std::thread::available_parallelism().map_or(1, |p| p.get()),
+        prompt.len()
+    )?;
+    writeln!(table, "| measurement | result |\n|---|---|")?;
+    for (what, value) in &rows {
+        writeln!(table, "| {what} | {value} |")?;
+    }
+    writeln!(
+        table,
+        "\nOne encrypted product per linear stage (layer 0, one token), against the same integer product in plaintext:\n"
+    )?;
+    writeln!(
+        table,
+        "| stage | shape (out x in) | cts up / down | encrypted apply | plaintext product | ratio |\n|---|---|---|---|---|---|"
+    )?;
+    for line in stage_rows {
+        writeln!(table, "{line}")?;
+    }
+    Ok(table)
+}
+
+fn difference(after: TrafficStats, before: TrafficStats) -> TrafficStats {
+    TrafficStats {
+        rounds: after.rounds - before.rounds,
+        bytes_up: after.bytes_up - before.bytes_up,
+        bytes_down: after.bytes_down - before.bytes_down,
+        client_crypto: after.client_crypto - before.client_crypto,
+        waiting: after.waiting - before.waiting,
+    }
+}
+
+fn linear_weights(model: &LoadedModel) -> usize {
+    (0..model.squeezed.n_layers())
+        .flat_map(|layer| STAGES.map(|stage| model.squeezed.matrix(layer, stage).weights.len()))
+        .sum()
+}
+
+fn stage_timings(model: &LoadedModel) -> Result<Vec<String>> {
+    let params = based_zkllm::encryption_params(&model.squeezed)?;
+    let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(1);
+    let key = SecretKey::generate(&params, &mut rng);
+    let mut lines = Vec::new();
+    for stage in STAGES {
+        let m = model.squeezed.matrix(0, stage);
+        let layout = MatrixLayout::choose(&params, m.cols, m.rows)?;
+        let encoded = EncodedMatrix::encode(&params, &layout, &m.weights)?;
+        let code: Vec<i8> = (0..m.cols).map(|i| (i * 37 % 255) as i8).collect();
+        let inputs = encrypt_vector(&key, &layout, &code, &mut rng)?;
+        let reps = 5;
+        let started = Instant::now();
+        for _ in 0..reps {
+            encoded.apply(&inputs)?;
+        }
+        let encrypted = started.elapsed() / reps;
+        let started = Instant::now();
+        for _ in 0..reps {
+            m.products(std::slice::from_ref(&code), 1);
+        }
+        let plain = started.elapsed() / reps;
+        lines.push(format!(
+            "| {stage:?} | {} x {} | {} / {} | {:.2} ms | {:.3} ms | {:.0}x |",
+            m.rows,
+            m.cols,
+            layout.upload_cts(),
+            layout.download_cts(),
+            encrypted.as_secs_f64() * 1e3,
+            plain.as_secs_f64() * 1e3,
+            encrypted.as_secs_f64() / plain.as_secs_f64().max(1e-9)
+        ));
+    }
+    Ok(lines)
+}
+
+fn machine() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+            })
+        })
+        .unwrap_or_else(|| "unknown CPU".into())
 }

@@ -41,7 +41,9 @@ pub fn run(args: ChatArgs) -> Result<()> {
     let model = loaded::load(&args.model)?;
     if args.plain {
         let mut backend = PlainBackend::new(&model.squeezed);
-        return chat(&model, &args, &mut backend).map(|_| ());
+        let (generated, elapsed) = chat(&model, &args, &mut backend)?;
+        eprintln!("[plain: {}]", speed(generated, elapsed));
+        return Ok(());
     }
     let address = match (&args.miner, args.local) {
         (Some(address), _) => address.clone(),
@@ -59,16 +61,20 @@ pub fn run(args: ChatArgs) -> Result<()> {
         })?;
     let (generated, elapsed) = chat(&model, &args, &mut backend)?;
     let stats = backend.close()?;
-    let per_token = elapsed.as_secs_f64() / generated.max(1) as f64;
     eprintln!(
-        "[encrypted: {generated} tokens in {:.1} s ({per_token:.2} s/token), {} rounds, {:.1} MB up, {:.1} MB down, client crypto {:.1} s]",
-        elapsed.as_secs_f64(),
+        "[encrypted: {}, {} rounds, {:.1} MB up, {:.1} MB down, client crypto {:.1} s]",
+        speed(generated, elapsed),
         stats.rounds,
         stats.bytes_up as f64 / 1e6,
         stats.bytes_down as f64 / 1e6,
         stats.client_crypto.as_secs_f64(),
     );
     Ok(())
+}
+
+fn speed(generated: usize, elapsed: std::time::Duration) -> String {
+    let per_token = elapsed.as_secs_f64() / generated.max(1) as f64;
+    format!("{generated} tokens in {:.1} s ({per_token:.2} s/token)", elapsed.as_secs_f64())
 }
 
 /// Generates a reply, streaming text to stdout as tokens arrive.

@@ -79,10 +79,10 @@ impl EncryptedBackend {
                     });
                 }
                 if model_hash != identity.hash || layers as usize != model.n_layers() {
-                    let theirs = ModelIdentity { name: model_name, hash: model_hash };
+                    let served = ModelIdentity { name: model_name, hash: model_hash };
                     return Err(ZkError::ModelMismatch {
-                        ours: identity.to_string(),
-                        theirs: theirs.to_string(),
+                        served: served.to_string(),
+                        expected: identity.to_string(),
                     });
                 }
                 let ours = params_summary(&params);

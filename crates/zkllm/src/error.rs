@@ -14,8 +14,8 @@ pub enum ZkError {
     Crypto(#[from] RlweError),
     #[error("protocol version {theirs} is not supported (this side speaks {ours})")]
     VersionMismatch { ours: u16, theirs: u16 },
-    #[error("the miner serves model {theirs}, the client expects model {ours}")]
-    ModelMismatch { ours: String, theirs: String },
+    #[error("the miner serves model {served}, the client expects model {expected}")]
+    ModelMismatch { served: String, expected: String },
     #[error("the miner's encryption parameters differ from the client's: {0}")]
     ParamsMismatch(String),
     #[error("layer {layer} does not exist (the model has {layers})")]

@@ -12,8 +12,9 @@ pub mod relay;
 pub mod wire;
 
 use std::fmt;
+use std::path::Path;
 
-use based_model::{QuantMatrix, SqueezedModel, Stage};
+use based_model::{ModelError, QuantMatrix, SqueezedModel, Stage};
 use based_rlwe::Params;
 
 pub use client::{EncryptedBackend, TrafficStats};
@@ -30,6 +31,24 @@ pub struct ModelIdentity {
     pub name: String,
     /// sha256 of the model file(s).
     pub hash: [u8; 32],
+}
+
+impl ModelIdentity {
+    /// The identity of the model file (or Hugging Face folder) at `path`: its file name and the
+    /// sha256 of its content.
+    pub fn of_path(path: &Path) -> Result<ModelIdentity, ModelError> {
+        let digest = based_model::content_hash(&based_model::model_files(path)?)?;
+        let corrupt = || ModelError::Config(format!("content hash {digest} is not 32 hex bytes"));
+        let bytes = (0..digest.len())
+            .step_by(2)
+            .map(|i| digest.get(i..i + 2).and_then(|pair| u8::from_str_radix(pair, 16).ok()))
+            .collect::<Option<Vec<u8>>>()
+            .ok_or_else(corrupt)?;
+        let name = path
+            .file_name()
+            .map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
+        Ok(ModelIdentity { name, hash: bytes.try_into().map_err(|_| corrupt())? })
+    }
 }
 
 impl fmt::Display for ModelIdentity {

@@ -178,8 +178,8 @@ fn run_session(
     }
     if model_hash != model.identity.hash {
         return Err(ZkError::ModelMismatch {
-            ours: model.identity.to_string(),
-            theirs: crate::hex(&model_hash),
+            served: model.identity.to_string(),
+            expected: format!("sha256 {}", &crate::hex(&model_hash)[..16]),
         });
     }
     stats.bytes_out += wire::write_message(

@@ -379,13 +379,13 @@ mod tests {
         assert!(matches!(read_message(&mut &huge[..]), Err(WireError::Oversized(_))));
         // A batch header that claims more ciphertexts than the frame holds.
         let mut lying = vec![TAG_RESULTS, 0, 0, 0, 0];
-        for n in [1 << 16, 1 << 16] {
+        for n in [1u32 << 16, 1 << 16] {
             lying.extend_from_slice(&n.to_le_bytes());
         }
         assert!(matches!(Message::decode(&lying), Err(WireError::BatchTooLarge { .. })));
         // ... or a ciphertext longer than what follows.
         let mut short = vec![TAG_RESULTS, 0, 0, 0, 0];
-        for n in [1, 1, 100] {
+        for n in [1u32, 1, 100] {
             short.extend_from_slice(&n.to_le_bytes());
         }
         assert!(matches!(Message::decode(&short), Err(WireError::Truncated { .. })));

@@ -1,0 +1,312 @@
+//! The client/miner protocol over real loopback sockets: exactness, what the miner sees, and
+//! what happens when either side misbehaves.
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use based_model::testutil::{write_random_gguf, write_random_hf_dir};
+use based_model::{
+    BackendError, ChatTokenizer, Generator, LinearBackend, LlamaConfig, LoadedModel, PlainBackend,
+    SqueezedModel, Stage,
+};
+use based_zkllm::relay::Relay;
+use based_zkllm::wire::{self, Message, PROTOCOL_VERSION};
+use based_zkllm::{EncryptedBackend, MinerModel, ModelIdentity, ZkError, spawn_server};
+
+struct Fixture {
+    identity: ModelIdentity,
+    model: SqueezedModel,
+    tokenizer: ChatTokenizer,
+    _dir: tempfile::TempDir,
+}
+
+fn tiny_gguf(seed: u64) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tiny.gguf");
+    write_random_gguf(&path, &LlamaConfig::tiny(), seed).unwrap();
+    fixture(&path, dir)
+}
+
+fn fixture(path: &Path, dir: tempfile::TempDir) -> Fixture {
+    let loaded = LoadedModel::load(path).unwrap();
+    Fixture {
+        identity: ModelIdentity::of_path(path).unwrap(),
+        model: SqueezedModel::from_float(&loaded.model),
+        tokenizer: loaded.tokenizer,
+        _dir: dir,
+    }
+}
+
+fn start_miner(f: &Fixture) -> SocketAddr {
+    let miner = MinerModel::prepare(&f.model, f.identity.clone(), |_, _| {}).unwrap();
+    spawn_server("127.0.0.1:0", Arc::new(miner)).unwrap()
+}
+
+fn generate(
+    f: &Fixture,
+    prompt: &str,
+    max_new: usize,
+    backend: &mut dyn LinearBackend,
+) -> Vec<u32> {
+    let tokens = f.tokenizer.encode_chat("You are terse.", prompt).unwrap();
+    Generator::new(&f.model)
+        .generate(&tokens, max_new, f.tokenizer.stop_tokens(), backend, &mut |_| {})
+        .unwrap()
+}
+
+fn assert_encrypted_matches_plaintext(f: &Fixture, prompt: &str, max_new: usize) {
+    let miner = start_miner(f);
+    let plain = generate(f, prompt, max_new, &mut PlainBackend::new(&f.model));
+    let mut client = EncryptedBackend::connect(miner, &f.model, &f.identity).unwrap();
+    let encrypted = generate(f, prompt, max_new, &mut client);
+    assert_eq!(encrypted, plain, "encrypted generation diverged from the plaintext model");
+    let stats = client.close().unwrap();
+    let passes = encrypted.len() as u64; // one prefill, then one pass per token but the last
+    assert_eq!(stats.rounds, passes * 4 * f.model.n_layers() as u64);
+    assert!(stats.bytes_up > 0 && stats.bytes_down > 0);
+
+    // Stronger than equal tokens (a random model may repeat one token): every logit of every
+    // step is bitwise the same, because every integer product is.
+    let mut client = EncryptedBackend::connect(miner, &f.model, &f.identity).unwrap();
+    let mut plain_backend = PlainBackend::new(&f.model);
+    let (mut on_plain, mut on_encrypted) = (Generator::new(&f.model), Generator::new(&f.model));
+    let tokens = f.tokenizer.encode_chat("You are terse.", prompt).unwrap();
+    let expected = on_plain.prefill(&tokens, &mut plain_backend).unwrap();
+    assert_eq!(on_encrypted.prefill(&tokens, &mut client).unwrap(), expected);
+    for &token in &plain {
+        let expected = on_plain.step(token, &mut plain_backend).unwrap();
+        assert_eq!(on_encrypted.step(token, &mut client).unwrap(), expected);
+    }
+}
+
+#[test]
+fn encrypted_generation_is_token_identical_on_a_tiny_gguf_model() {
+    assert_encrypted_matches_plaintext(&tiny_gguf(11), "hello world", 16);
+}
+
+#[test]
+fn encrypted_generation_is_token_identical_on_a_tiny_hugging_face_model() {
+    let dir = tempfile::tempdir().unwrap();
+    write_random_hf_dir(dir.path(), &LlamaConfig::tiny(), 13).unwrap();
+    let path = dir.path().to_path_buf();
+    assert_encrypted_matches_plaintext(&fixture(&path, dir), "numbers 12345", 16);
+}
+
+/// The real published model, when CI has fetched it (`based model fetch smollm2-135m`).
+#[test]
+fn encrypted_generation_is_token_identical_on_smollm2() {
+    let Some(path) = std::env::var_os("BASED_MODEL_GGUF") else {
+        eprintln!("BASED_MODEL_GGUF is not set: skipping the SmolLM2 test");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    assert_encrypted_matches_plaintext(&fixture(Path::new(&path), dir), "What is 2+2?", 3);
+}
+
+/// Records every activation code the forward pass hands to the backend.
+struct Recording<'m> {
+    inner: PlainBackend<'m>,
+    codes: Vec<Vec<i8>>,
+}
+
+impl LinearBackend for Recording<'_> {
+    fn products(
+        &mut self,
+        layer: usize,
+        stage: Stage,
+        codes: &[Vec<i8>],
+    ) -> Result<Vec<Vec<i64>>, BackendError> {
+        self.codes.extend_from_slice(codes);
+        self.inner.products(layer, stage, codes)
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[test]
+fn the_miner_receives_no_prompt_text_token_ids_or_activations() {
+    let f = tiny_gguf(21);
+    let prompt = "attack the castle at dawn";
+    let miner = start_miner(&f);
+    let relay = Relay::start(miner, Duration::ZERO).unwrap();
+    let mut client = EncryptedBackend::connect(relay.address, &f.model, &f.identity).unwrap();
+    let generated = generate(&f, prompt, 6, &mut client);
+    client.close().unwrap();
+    std::thread::sleep(Duration::from_millis(50)); // the relay's last chunks
+    let transcript = relay.to_miner.lock().unwrap().clone();
+    assert!(transcript.len() > 10_000, "the transcript missed the traffic");
+
+    assert!(!contains(&transcript, prompt.as_bytes()));
+    assert!(!contains(&transcript, b"castle"));
+    let prompt_ids = f.tokenizer.encode_chat("You are terse.", prompt).unwrap();
+    for window in prompt_ids.windows(3).chain(generated.windows(3)) {
+        let as_u32: Vec<u8> = window.iter().flat_map(|t| t.to_le_bytes()).collect();
+        let as_u16: Vec<u8> = window.iter().flat_map(|t| (*t as u16).to_le_bytes()).collect();
+        assert!(!contains(&transcript, &as_u32) && !contains(&transcript, &as_u16));
+    }
+    let mut recording = Recording { inner: PlainBackend::new(&f.model), codes: Vec::new() };
+    generate(&f, prompt, 6, &mut recording);
+    assert!(!recording.codes.is_empty());
+    for code in &recording.codes {
+        let bytes: Vec<u8> = code.iter().map(|&c| c as u8).collect();
+        for piece in bytes.chunks_exact(12) {
+            assert!(!contains(&transcript, piece), "an activation code crossed in the clear");
+        }
+    }
+    // The embeddings of the prompt tokens, as f32, are not there either.
+    let embedding = f.model.embedding.row(prompt_ids[0] as usize);
+    let as_bytes: Vec<u8> = embedding.iter().take(4).flat_map(|v| v.to_le_bytes()).collect();
+    assert!(!contains(&transcript, &as_bytes));
+}
+
+/// Sends raw frames to a miner and returns what it answers.
+fn raw_exchange(miner: SocketAddr, frames: &[Message]) -> Vec<Message> {
+    let mut stream = TcpStream::connect(miner).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    for frame in frames {
+        wire::write_message(&mut stream, frame).unwrap();
+    }
+    let mut answers = Vec::new();
+    while let Ok((message, _)) = wire::read_message(&mut stream) {
+        answers.push(message);
+    }
+    answers
+}
+
+fn error_text(answers: &[Message]) -> String {
+    match answers.last() {
+        Some(Message::Error { message }) => message.clone(),
+        other => panic!("expected an error message, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_wrong_protocol_version_gets_a_clear_error_and_the_miner_keeps_serving() {
+    let f = tiny_gguf(31);
+    let miner = start_miner(&f);
+    let answers =
+        raw_exchange(miner, &[Message::Hello { version: 99, model_hash: f.identity.hash }]);
+    let text = error_text(&answers);
+    assert!(text.contains("protocol version 99 is not supported"), "{text}");
+    assert_encrypted_session_works(&f, miner);
+}
+
+fn assert_encrypted_session_works(f: &Fixture, miner: SocketAddr) {
+    let mut client = EncryptedBackend::connect(miner, &f.model, &f.identity).unwrap();
+    let plain = generate(f, "still there?", 3, &mut PlainBackend::new(&f.model));
+    assert_eq!(generate(f, "still there?", 3, &mut client), plain);
+}
+
+#[test]
+fn garbage_bytes_cost_only_their_own_connection() {
+    let f = tiny_gguf(32);
+    let miner = start_miner(&f);
+    let mut stream = TcpStream::connect(miner).unwrap();
+    stream.write_all(&[5, 0, 0, 0, 0xff, 1, 2, 3, 4]).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let (answer, _) = wire::read_message(&mut stream).unwrap();
+    assert!(
+        matches!(answer, Message::Error { message } if message.contains("unknown message tag 255"))
+    );
+    assert_encrypted_session_works(&f, miner);
+}
+
+fn hello_then(f: &Fixture, miner: SocketAddr, request: Message) -> String {
+    let hello = Message::Hello { version: PROTOCOL_VERSION, model_hash: f.identity.hash };
+    let answers = raw_exchange(miner, &[hello, request]);
+    assert!(matches!(answers.first(), Some(Message::Welcome { .. })));
+    error_text(&answers)
+}
+
+/// Encrypted inputs for one stage, as the honest client would send them.
+fn honest_inputs(f: &Fixture, stage: Stage) -> Vec<Vec<Vec<u8>>> {
+    use based_rlwe::{MatrixLayout, SecretKey, encrypt_vector};
+    use rand_core::SeedableRng;
+    let params = based_zkllm::encryption_params(&f.model).unwrap();
+    let m = f.model.matrix(0, stage);
+    let layout = MatrixLayout::choose(&params, m.cols, m.rows).unwrap();
+    let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(5);
+    let key = SecretKey::generate(&params, &mut rng);
+    let code = vec![3i8; m.cols];
+    let cts = encrypt_vector(&key, &layout, &code, &mut rng).unwrap();
+    vec![cts.iter().map(|ct| ct.to_bytes()).collect()]
+}
+
+#[test]
+fn corrupted_and_mismatched_ciphertexts_are_rejected_clearly() {
+    let f = tiny_gguf(33);
+    let miner = start_miner(&f);
+
+    let mut truncated = honest_inputs(&f, Stage::Qkv);
+    truncated[0][0].pop();
+    let text = hello_then(&f, miner, products(0, Stage::Qkv, truncated));
+    assert!(text.starts_with("ciphertext rejected"), "{text}");
+
+    let mut missing = honest_inputs(&f, Stage::Qkv);
+    missing[0].pop();
+    if !missing[0].is_empty() {
+        let text = hello_then(&f, miner, products(0, Stage::Qkv, missing));
+        assert!(text.contains("ciphertexts per vector"), "{text}");
+    }
+
+    // Inputs laid out for another stage's width.
+    let text = hello_then(&f, miner, products(0, Stage::Down, honest_inputs(&f, Stage::Qkv)));
+    assert!(text.contains("ciphertext") || text.contains("layout"), "{text}");
+
+    let text = hello_then(&f, miner, products(7, Stage::Qkv, honest_inputs(&f, Stage::Qkv)));
+    assert!(text.contains("layer 7 does not exist"), "{text}");
+
+    assert_encrypted_session_works(&f, miner);
+}
+
+fn products(layer: u32, stage: Stage, inputs: Vec<Vec<Vec<u8>>>) -> Message {
+    Message::Products { request_id: 0, layer, stage, inputs }
+}
+
+/// A miner that answers with well-formed but wrong ciphertexts: the client must notice.
+#[test]
+fn a_lying_miner_is_caught_by_the_client() {
+    let f = tiny_gguf(41);
+    let honest = start_miner(&f);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let liar = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let (mut client, _) = listener.accept().unwrap();
+        let mut upstream = TcpStream::connect(honest).unwrap();
+        loop {
+            let Ok((request, _)) = wire::read_message(&mut client) else { return };
+            wire::write_message(&mut upstream, &request).unwrap();
+            let Ok((mut answer, _)) = wire::read_message(&mut upstream) else { return };
+            if let Message::Results { outputs, .. } = &mut answer {
+                // Keep each ciphertext's header so it still parses; scramble its coefficients.
+                for ct in outputs.iter_mut().flatten() {
+                    let header = ct.len() / 2;
+                    for byte in ct.iter_mut().skip(header) {
+                        *byte = byte.wrapping_mul(31).wrapping_add(7);
+                    }
+                }
+            }
+            wire::write_message(&mut client, &answer).unwrap();
+        }
+    });
+    let mut client = EncryptedBackend::connect(liar, &f.model, &f.identity).unwrap();
+    let tokens = f.tokenizer.encode_chat("You are terse.", "hi").unwrap();
+    let error = Generator::new(&f.model)
+        .generate(&tokens, 2, f.tokenizer.stop_tokens(), &mut client, &mut |_| {})
+        .unwrap_err();
+    assert!(error.to_string().contains("bound"), "unclear error for a lying miner: {error}");
+}
+
+#[test]
+fn a_client_for_another_model_is_refused() {
+    let served = tiny_gguf(51);
+    let other = tiny_gguf(52);
+    let miner = start_miner(&served);
+    let error = EncryptedBackend::connect(miner, &other.model, &other.identity).err().unwrap();
+    assert!(matches!(error, ZkError::Remote(ref m) if m.contains("serves model")), "{error}");
+}
