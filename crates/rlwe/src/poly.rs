@@ -30,7 +30,8 @@ pub(crate) fn sub_mod_q(a: u64, b: u64) -> u64 {
 /// with exact integer arithmetic, several times cheaper than a 128-bit division.
 pub(crate) fn switch_to_power_of_two(value: u64, bits: u32) -> u64 {
     let scale = (1u64 << bits) as f64 / Q as f64;
-    let mut quotient = (value as f64 * scale).round() as u64;
+    // Truncating x + 0.5 rounds (x >= 0) without a libm call; the loops below fix the rest.
+    let mut quotient = (value as f64 * scale + 0.5) as u64;
     // round(x / q) = floor((x + (q-1)/2) / q) for odd q; find that floor exactly.
     let numerator = ((value as u128) << bits) + ((Q - 1) / 2) as u128;
     let mut product = quotient as u128 * Q as u128;
