@@ -24,6 +24,14 @@ impl fmt::Debug for SecretKey {
     }
 }
 
+impl Drop for SecretKey {
+    /// Best-effort wipe (black_box keeps the stores from being optimised away).
+    fn drop(&mut self) {
+        self.key_ntt_scaled.fill(0);
+        std::hint::black_box(&self.key_ntt_scaled);
+    }
+}
+
 impl SecretKey {
     pub fn generate<R: CryptoRng + ?Sized>(params: &Params, rng: &mut R) -> Self {
         let mut key_ntt_scaled: Vec<u64> = sample_ternary(rng, RING_DEGREE)
