@@ -1,0 +1,357 @@
+//! The consensus application: builds blocks from the mempool, verifies peers' blocks by
+//! executing them speculatively, and commits finalized blocks to the ledger.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use based_state::{GenesisConfig, MemoryStore, State, Store as _};
+use based_types::{Block, BlockHeader, Hash, SignedTransaction, transactions_root};
+use commonware_codec::Encode as _;
+use commonware_consensus::marshal::Update;
+use commonware_consensus::marshal::ancestry::{AncestorStream, BlockProvider};
+use commonware_consensus::simplex::scheme::ed25519::Scheme;
+use commonware_consensus::types::{Epoch, Round, View};
+use commonware_cryptography::{Digest as _, Digestible as _, ed25519, sha256};
+use commonware_runtime::{Clock, Metrics, Spawner};
+use commonware_utils::{Acknowledgement as _, SystemTimeExt as _};
+use futures::StreamExt as _;
+use rand::Rng;
+use tracing::{debug, error, warn};
+
+use crate::block::{ChainBlock, ConsensusContext, MAX_BLOCK_BYTES, based_key};
+use crate::ledger::{Applied, Changes, Ledger, LedgerError, Overlay, Snapshot};
+use crate::mempool::{Mempool, MempoolError};
+
+/// How far ahead of our clock a peer's block timestamp may be.
+const SYNCHRONY_BOUND_MS: u64 = 500;
+/// Room for the context and header around the transactions.
+const BLOCK_OVERHEAD_BYTES: usize = 4 * 1024;
+
+/// What every validator must agree on before the first block.
+#[derive(Clone, Debug)]
+pub struct ChainSpec {
+    pub genesis: GenesisConfig,
+    pub genesis_time_ms: u64,
+    /// Minimum spacing of block timestamps: proposers wait this long after the parent.
+    pub block_time_ms: u64,
+    pub max_block_transactions: usize,
+    /// The validator set, sorted as `commonware_utils::ordered::Set` sorts it.
+    pub validators: Vec<ed25519::PublicKey>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    #[error("storage: {0}")]
+    Storage(String),
+    #[error("genesis: {0}")]
+    Genesis(String),
+    #[error("the database belongs to another chain (genesis digest differs)")]
+    GenesisMismatch,
+    #[error("finalized block {height} does not extend the applied block {applied}")]
+    Gap { height: u64, applied: u64 },
+    #[error("finalized block {height} failed to execute: {reason}")]
+    FinalizedBlockInvalid { height: u64, reason: String },
+}
+
+/// A speculatively executed block, kept until it is finalized or pruned.
+struct Executed {
+    height: u64,
+    changes: Arc<Changes>,
+}
+
+struct Shared {
+    mempool: Mempool,
+    executed: BTreeMap<sha256::Digest, Executed>,
+}
+
+#[derive(Clone)]
+pub struct Application {
+    ledger: Ledger,
+    shared: Arc<Mutex<Shared>>,
+    genesis: Arc<ChainBlock>,
+    spec: Arc<ChainSpec>,
+}
+
+impl Application {
+    /// Writes genesis into an empty ledger, or checks that the ledger holds this chain.
+    pub fn new(ledger: Ledger, spec: ChainSpec) -> Result<Self, NodeError> {
+        let snapshot = ledger.snapshot()?;
+        // Computed apart from the ledger, which may already hold later state.
+        let state = State::genesis(MemoryStore::new(), spec.genesis.clone())
+            .map_err(|e| NodeError::Genesis(e.to_string()))?;
+        let leader =
+            spec.validators.first().cloned().ok_or(NodeError::Genesis("no validators".into()))?;
+        let header = BlockHeader {
+            chain_id: spec.genesis.chain_id,
+            height: 0,
+            parent: Hash([0; 32]),
+            transactions_root: transactions_root(&[]),
+            state_root: state.state_root(),
+            timestamp_ms: spec.genesis_time_ms,
+            proposer: based_key(&leader),
+        };
+        let context = ConsensusContext {
+            round: Round::new(Epoch::zero(), View::zero()),
+            leader,
+            parent: (View::zero(), sha256::Digest::EMPTY),
+        };
+        let genesis = ChainBlock::new(context, Block { header, transactions: Vec::new() });
+        match snapshot.applied()? {
+            None => {
+                let entries = state.store().scan_prefix(&[]);
+                let changes = entries.into_iter().map(|(key, value)| (key, Some(value))).collect();
+                let applied = Applied { height: 0, digest: digest_bytes(&genesis.digest()) };
+                ledger.commit(applied, &genesis.encode(), &changes)?;
+            }
+            Some(_) => {
+                let stored = snapshot.block(0)?;
+                if stored.as_deref() != Some(genesis.encode().as_ref()) {
+                    return Err(NodeError::GenesisMismatch);
+                }
+            }
+        }
+        let shared = Shared { mempool: Mempool::default(), executed: BTreeMap::new() };
+        Ok(Self {
+            ledger,
+            shared: Arc::new(Mutex::new(shared)),
+            genesis: Arc::new(genesis),
+            spec: Arc::new(spec),
+        })
+    }
+
+    pub fn genesis_digest(&self) -> sha256::Digest {
+        self.genesis.digest()
+    }
+
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    fn shared(&self) -> MutexGuard<'_, Shared> {
+        // A panic while holding the lock leaves plain data behind, still usable.
+        self.shared.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Admits a transaction to this node's mempool after checking it against finalized state.
+    pub fn submit(&self, transaction: SignedTransaction) -> Result<(), MempoolError> {
+        let snapshot = self.ledger.snapshot().map_err(|e| MempoolError::State(e.to_string()))?;
+        let state = State::open(Overlay::new(snapshot, Vec::new()));
+        self.shared().mempool.insert(&state, transaction)
+    }
+
+    pub fn pending_transactions(&self) -> usize {
+        self.shared().mempool.len()
+    }
+
+    /// The finalized state with the changes of the unfinalized blocks from `tip` down to it,
+    /// or `None` if `tip` does not descend from the finalized block.
+    async fn view_at<A: BlockProvider<Block = ChainBlock>>(
+        &self,
+        tip: ChainBlock,
+        ancestry: &mut AncestorStream<A, ChainBlock>,
+    ) -> Option<(Snapshot, Vec<Arc<Changes>>)> {
+        let snapshot = self.ledger.snapshot().ok()?;
+        let applied = snapshot.applied().ok()??;
+        let mut unfinalized = Vec::new();
+        let mut cursor = tip;
+        loop {
+            let height = cursor.height_u64();
+            if height <= applied.height {
+                let is_applied =
+                    height == applied.height && digest_bytes(&cursor.digest()) == applied.digest;
+                if !is_applied {
+                    return None;
+                }
+                break;
+            }
+            let parent_is_applied = height == applied.height + 1;
+            if parent_is_applied
+                && digest_bytes(&commonware_consensus::Block::parent(&cursor)) != applied.digest
+            {
+                return None;
+            }
+            unfinalized.push(cursor);
+            if parent_is_applied {
+                break;
+            }
+            cursor = ancestry.next().await?;
+        }
+        let mut layers: Vec<Arc<Changes>> = Vec::with_capacity(unfinalized.len());
+        for block in unfinalized.into_iter().rev() {
+            let cached = self.shared().executed.get(&block.digest()).map(|e| e.changes.clone());
+            let changes = match cached {
+                Some(changes) => changes,
+                None => {
+                    let mut state = State::open(Overlay::new(snapshot.clone(), layers.clone()));
+                    if let Err(reason) = state.apply_block(&block.inner) {
+                        warn!(height = block.height_u64(), %reason, "ancestor does not execute");
+                        return None;
+                    }
+                    self.remember(&block, state_changes(state))
+                }
+            };
+            layers.push(changes);
+        }
+        Some((snapshot, layers))
+    }
+
+    fn remember(&self, block: &ChainBlock, changes: Changes) -> Arc<Changes> {
+        let changes = Arc::new(changes);
+        let executed = Executed { height: block.height_u64(), changes: changes.clone() };
+        self.shared().executed.insert(block.digest(), executed);
+        changes
+    }
+
+    fn commit_finalized(&self, block: &ChainBlock) -> Result<(), NodeError> {
+        let snapshot = self.ledger.snapshot()?;
+        let applied =
+            snapshot.applied()?.ok_or(NodeError::Gap { height: block.height_u64(), applied: 0 })?;
+        let height = block.height_u64();
+        if height <= applied.height {
+            return Ok(());
+        }
+        let parent = digest_bytes(&commonware_consensus::Block::parent(block));
+        if height != applied.height + 1 || parent != applied.digest {
+            return Err(NodeError::Gap { height, applied: applied.height });
+        }
+        let cached = self.shared().executed.get(&block.digest()).map(|e| e.changes.clone());
+        let changes = match cached {
+            Some(changes) => changes,
+            None => {
+                let mut state = State::open(Overlay::new(snapshot, Vec::new()));
+                state.apply_block(&block.inner).map_err(|e| NodeError::FinalizedBlockInvalid {
+                    height,
+                    reason: e.to_string(),
+                })?;
+                Arc::new(state_changes(state))
+            }
+        };
+        let applied = Applied { height, digest: digest_bytes(&block.digest()) };
+        self.ledger.commit(applied, &block.encode(), &changes)?;
+        let finalized = State::open(Overlay::new(self.ledger.snapshot()?, Vec::new()));
+        let mut shared = self.shared();
+        shared.mempool.prune(&finalized);
+        shared.executed.retain(|_, executed| executed.height > height);
+        Ok(())
+    }
+}
+
+fn state_changes(state: State<Overlay>) -> Changes {
+    state.into_store().changes
+}
+
+pub(crate) fn digest_bytes(digest: &sha256::Digest) -> [u8; 32] {
+    let mut bytes = [0u8; 32];
+    bytes.copy_from_slice(digest.as_ref());
+    bytes
+}
+
+impl<E> commonware_consensus::Application<E> for Application
+where
+    E: Rng + Spawner + Metrics + Clock,
+{
+    type SigningScheme = Scheme;
+    type Context = ConsensusContext;
+    type Block = ChainBlock;
+
+    async fn genesis(&mut self) -> ChainBlock {
+        self.genesis.as_ref().clone()
+    }
+
+    async fn propose<A: BlockProvider<Block = ChainBlock>>(
+        &mut self,
+        (runtime, context): (E, ConsensusContext),
+        mut ancestry: AncestorStream<A, ChainBlock>,
+    ) -> Option<ChainBlock> {
+        let parent = ancestry.next().await?;
+        let earliest = parent.timestamp_ms().saturating_add(self.spec.block_time_ms);
+        let now = runtime.current().epoch_millis();
+        if now < earliest {
+            runtime.sleep(Duration::from_millis(earliest - now)).await;
+        }
+        let timestamp_ms = runtime.current().epoch_millis().max(earliest);
+        let parent_hash = parent.inner.hash();
+        let (snapshot, layers) = self.view_at(parent, &mut ancestry).await?;
+        let mut state = State::open(Overlay::new(snapshot, layers));
+        let candidates = self.shared().mempool.executable(
+            &state,
+            self.spec.max_block_transactions,
+            MAX_BLOCK_BYTES - BLOCK_OVERHEAD_BYTES,
+        );
+        let (included, outcome) = match state.propose_block(candidates) {
+            Ok(built) => built,
+            Err(reason) => {
+                error!(%reason, "cannot build a block");
+                return None;
+            }
+        };
+        let header = BlockHeader {
+            chain_id: self.spec.genesis.chain_id,
+            height: outcome.height,
+            parent: parent_hash,
+            transactions_root: transactions_root(&included),
+            state_root: outcome.state_root,
+            timestamp_ms,
+            proposer: based_key(&context.leader),
+        };
+        let block = ChainBlock::new(context, Block { header, transactions: included });
+        self.remember(&block, state_changes(state));
+        debug!(height = block.height_u64(), txs = block.inner.transactions.len(), "proposed");
+        Some(block)
+    }
+}
+
+impl<E> commonware_consensus::VerifyingApplication<E> for Application
+where
+    E: Rng + Spawner + Metrics + Clock,
+{
+    async fn verify<A: BlockProvider<Block = ChainBlock>>(
+        &mut self,
+        (runtime, context): (E, ConsensusContext),
+        mut ancestry: AncestorStream<A, ChainBlock>,
+    ) -> bool {
+        let Some(block) = ancestry.next().await else { return false };
+        let Some(parent) = ancestry.next().await else { return false };
+        let header = &block.inner.header;
+        let now = runtime.current().epoch_millis();
+        let paced =
+            header.timestamp_ms >= parent.timestamp_ms().saturating_add(self.spec.block_time_ms);
+        if header.proposer != based_key(&context.leader)
+            || header.parent != parent.inner.hash()
+            || !paced
+            || header.timestamp_ms > now.saturating_add(SYNCHRONY_BOUND_MS)
+        {
+            debug!(height = header.height, "block header rejected");
+            return false;
+        }
+        let Some((snapshot, layers)) = self.view_at(parent, &mut ancestry).await else {
+            return false;
+        };
+        let mut state = State::open(Overlay::new(snapshot, layers));
+        if let Err(reason) = state.apply_block(&block.inner) {
+            debug!(height = header.height, %reason, "block does not execute");
+            return false;
+        }
+        self.remember(&block, state_changes(state));
+        true
+    }
+}
+
+impl commonware_consensus::Reporter for Application {
+    type Activity = Update<ChainBlock>;
+
+    async fn report(&mut self, update: Update<ChainBlock>) {
+        let Update::Block(block, ack) = update else { return };
+        match self.commit_finalized(&block) {
+            Ok(()) => ack.acknowledge(),
+            // Without the acknowledgement marshal stops delivering: a node that cannot apply a
+            // finalized block must halt rather than diverge.
+            Err(reason) => {
+                error!(height = block.height_u64(), %reason, "halting on finalized block")
+            }
+        }
+    }
+}

@@ -1,0 +1,14 @@
+//! The BasedAI chain node: Commonware simplex consensus ordering blocks of signed transactions
+//! that `based-state` executes, a mempool, and finalized state persisted in redb.
+
+pub mod application;
+pub mod block;
+pub mod engine;
+pub mod ledger;
+pub mod mempool;
+
+pub use application::{Application, ChainSpec, NodeError};
+pub use block::ChainBlock;
+pub use engine::{Channels, ValidatorConfig, channel_quotas, start_validator};
+pub use ledger::Ledger;
+pub use mempool::{Mempool, MempoolError};

@@ -1,0 +1,148 @@
+//! Pending transactions, per sender in nonce order, checked against the finalized state on
+//! admission and re-checked by execution when a block is built.
+
+use std::collections::BTreeMap;
+
+use based_state::{State, Store};
+use based_types::{Amount, Encode as _, PublicKey, SignedTransaction};
+
+/// Encoded transactions larger than this are refused before decoding.
+pub const MAX_TRANSACTION_BYTES: usize = 64 * 1024;
+const MAX_PER_SENDER: usize = 64;
+const MAX_TOTAL: usize = 10_000;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MempoolError {
+    #[error("transaction is not signed by its signer")]
+    BadSignature,
+    #[error("wrong chain id {got}, this chain is {expected}")]
+    WrongChain { expected: u32, got: u32 },
+    #[error("nonce {got} is already used (account nonce {account})")]
+    StaleNonce { account: u64, got: u64 },
+    #[error("fee {fee} is below the minimum {minimum}")]
+    FeeTooLow { fee: Amount, minimum: Amount },
+    #[error("balance {available} cannot pay the fee {fee}")]
+    CannotPayFee { fee: Amount, available: Amount },
+    #[error("a transaction with this nonce and a fee of at least {existing} is already pending")]
+    Underpriced { existing: Amount },
+    #[error("too many pending transactions")]
+    Full,
+    #[error("state unreadable: {0}")]
+    State(String),
+}
+
+#[derive(Default)]
+pub struct Mempool {
+    by_sender: BTreeMap<PublicKey, BTreeMap<u64, SignedTransaction>>,
+    total: usize,
+}
+
+impl Mempool {
+    pub fn len(&self) -> usize {
+        self.total
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.total == 0
+    }
+
+    /// Admits `transaction` if `state` (the finalized state) says it can pay and is not stale.
+    /// An equal nonce replaces the pending transaction only for a higher fee.
+    pub fn insert<S: Store>(
+        &mut self,
+        state: &State<S>,
+        transaction: SignedTransaction,
+    ) -> Result<(), MempoolError> {
+        let tx = &transaction.transaction;
+        let globals = state.globals().map_err(|e| MempoolError::State(e.to_string()))?;
+        if tx.chain_id != globals.chain_id {
+            return Err(MempoolError::WrongChain { expected: globals.chain_id, got: tx.chain_id });
+        }
+        let minimum = globals.params.min_transaction_fee;
+        if tx.fee < minimum {
+            return Err(MempoolError::FeeTooLow { fee: tx.fee, minimum });
+        }
+        let account = state.account(&tx.signer).map_err(|e| MempoolError::State(e.to_string()))?;
+        if tx.nonce < account.nonce {
+            return Err(MempoolError::StaleNonce { account: account.nonce, got: tx.nonce });
+        }
+        if account.balance < tx.fee {
+            return Err(MempoolError::CannotPayFee { fee: tx.fee, available: account.balance });
+        }
+        if !transaction.verify_signature() {
+            return Err(MempoolError::BadSignature);
+        }
+        let queue = self.by_sender.entry(tx.signer).or_default();
+        match queue.get(&tx.nonce) {
+            Some(existing) if existing.transaction.fee >= tx.fee => {
+                return Err(MempoolError::Underpriced { existing: existing.transaction.fee });
+            }
+            Some(_) => {}
+            None if queue.len() >= MAX_PER_SENDER || self.total >= MAX_TOTAL => {
+                return Err(MempoolError::Full);
+            }
+            None => self.total += 1,
+        }
+        queue.insert(tx.nonce, transaction);
+        Ok(())
+    }
+
+    /// Up to `max` transactions (and `max_bytes` encoded) executable on `state`: for each sender, the run of consecutive
+    /// nonces starting at its account nonce. Senders are taken in key order, one transaction
+    /// each per round, so one busy sender cannot crowd out the rest.
+    pub fn executable<S: Store>(
+        &self,
+        state: &State<S>,
+        max: usize,
+        max_bytes: usize,
+    ) -> Vec<SignedTransaction> {
+        let mut runs: Vec<Vec<&SignedTransaction>> = Vec::new();
+        for (sender, queue) in &self.by_sender {
+            let Ok(account) = state.account(sender) else { continue };
+            let run: Vec<_> = queue
+                .range(account.nonce..)
+                .zip(account.nonce..)
+                .take_while(|((nonce, _), expected)| *nonce == expected)
+                .map(|((_, tx), _)| tx)
+                .collect();
+            if !run.is_empty() {
+                runs.push(run);
+            }
+        }
+        let mut selected = Vec::new();
+        let mut bytes = 0;
+        let mut round = 0;
+        while selected.len() < max {
+            let before = selected.len();
+            for run in &runs {
+                if let Some(tx) = run.get(round) {
+                    let size = tx.to_bytes().len();
+                    if selected.len() == max || bytes + size > max_bytes {
+                        break;
+                    }
+                    bytes += size;
+                    selected.push((*tx).clone());
+                }
+            }
+            if selected.len() == before {
+                break;
+            }
+            round += 1;
+        }
+        selected
+    }
+
+    /// Drops every transaction whose nonce `state` (the new finalized state) has used.
+    pub fn prune<S: Store>(&mut self, state: &State<S>) {
+        let mut removed = 0;
+        self.by_sender.retain(|sender, queue| {
+            if let Ok(account) = state.account(sender) {
+                let keep = queue.split_off(&account.nonce);
+                removed += queue.len();
+                *queue = keep;
+            }
+            !queue.is_empty()
+        });
+        self.total -= removed;
+    }
+}
