@@ -64,6 +64,8 @@ struct Executed {
 
 struct Shared {
     mempool: Mempool,
+    /// Admitted local submissions not yet gossiped.
+    outbound: Vec<SignedTransaction>,
     executed: BTreeMap<sha256::Digest, Executed>,
 }
 
@@ -113,7 +115,8 @@ impl Application {
                 }
             }
         }
-        let shared = Shared { mempool: Mempool::default(), executed: BTreeMap::new() };
+        let shared =
+            Shared { mempool: Mempool::default(), outbound: Vec::new(), executed: BTreeMap::new() };
         Ok(Self {
             ledger,
             shared: Arc::new(Mutex::new(shared)),
@@ -135,11 +138,25 @@ impl Application {
         self.shared.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Admits a transaction to this node's mempool after checking it against finalized state.
+    /// Admits a transaction to this node's mempool after checking it against finalized state,
+    /// and queues it for gossip to the other validators.
     pub fn submit(&self, transaction: SignedTransaction) -> Result<(), MempoolError> {
+        self.admit_from_peer(transaction.clone())?;
+        self.shared().outbound.push(transaction);
+        Ok(())
+    }
+
+    pub(crate) fn admit_from_peer(
+        &self,
+        transaction: SignedTransaction,
+    ) -> Result<(), MempoolError> {
         let snapshot = self.ledger.snapshot().map_err(|e| MempoolError::State(e.to_string()))?;
         let state = State::open(Overlay::new(snapshot, Vec::new()));
         self.shared().mempool.insert(&state, transaction)
+    }
+
+    pub(crate) fn take_outbound(&self) -> Vec<SignedTransaction> {
+        std::mem::take(&mut self.shared().outbound)
     }
 
     pub fn pending_transactions(&self) -> usize {

@@ -21,6 +21,7 @@ use governor::Quota;
 use rand::{CryptoRng, Rng};
 
 use crate::application::{Application, ChainSpec, NodeError};
+use crate::gossip::{self, TRANSACTIONS_CHANNEL};
 use crate::ledger::Ledger;
 
 /// Signing namespace of every consensus message of this chain.
@@ -49,7 +50,7 @@ const SKIP_TIMEOUT: u64 = 32;
 
 /// Per-peer, per-second message quotas for the channels above, sized from the block rate so
 /// that fast blocks are not silently dropped (docs/node-design.md section 7).
-pub fn channel_quotas(block_time_ms: u64) -> [(u64, Quota); 5] {
+pub fn channel_quotas(block_time_ms: u64) -> [(u64, Quota); 6] {
     let rate = u32::try_from((1000 / block_time_ms.max(1)).max(1)).unwrap_or(u32::MAX);
     let per_second = |n: u32| Quota::per_second(NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN));
     [
@@ -58,16 +59,18 @@ pub fn channel_quotas(block_time_ms: u64) -> [(u64, Quota); 5] {
         (RESOLVER_CHANNEL, per_second(128.max(rate.saturating_mul(16)))),
         (BLOCKS_CHANNEL, per_second(32.max(rate.saturating_mul(8)))),
         (BACKFILL_CHANNEL, per_second(64.max(rate.saturating_mul(8)))),
+        (TRANSACTIONS_CHANNEL, per_second(256)),
     ]
 }
 
-/// The five registered p2p channels, in the order of the constants above.
+/// The six registered p2p channels, in the order of the constants above.
 pub struct Channels<S, R> {
     pub votes: (S, R),
     pub certificates: (S, R),
     pub resolver: (S, R),
     pub blocks: (S, R),
     pub backfill: (S, R),
+    pub transactions: (S, R),
 }
 
 pub struct ValidatorConfig<B, P> {
@@ -221,9 +224,18 @@ where
     let marshal_handle = marshal.start(deferred, buffer_mailbox, backfill);
     let consensus_handle =
         consensus.start(channels.votes, channels.certificates, channels.resolver);
+    let gossip_application = application.clone();
+    let gossip_handle = context
+        .with_label("gossip")
+        .spawn(move |context| gossip::run(context, gossip_application, channels.transactions));
     let handle = context.with_label("supervisor").spawn(move |_| async move {
-        let stopped =
-            futures::future::try_join_all([buffer_handle, marshal_handle, consensus_handle]).await;
+        let stopped = futures::future::try_join_all([
+            buffer_handle,
+            marshal_handle,
+            consensus_handle,
+            gossip_handle,
+        ])
+        .await;
         if let Err(reason) = stopped {
             tracing::error!(?reason, "validator engine failed");
         }

@@ -4,6 +4,7 @@
 pub mod application;
 pub mod block;
 pub mod engine;
+pub mod gossip;
 pub mod ledger;
 pub mod mempool;
 

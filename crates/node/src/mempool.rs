@@ -146,3 +146,102 @@ impl Mempool {
         self.total -= removed;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use based_state::{GenesisConfig, MemoryStore, Params};
+    use based_types::{Call, SecretKey, Transaction, coins};
+
+    use super::*;
+
+    const CHAIN: u32 = 9;
+
+    fn key(n: u8) -> SecretKey {
+        SecretKey::from_seed([n; 32])
+    }
+
+    fn state() -> State<MemoryStore> {
+        let genesis = GenesisConfig {
+            chain_id: CHAIN,
+            foundation: key(100).public_key(),
+            balances: vec![(key(1).public_key(), coins(10)), (key(2).public_key(), coins(10))],
+            pepe_balances: Vec::new(),
+            relayers: vec![key(101).public_key()],
+            relayer_threshold: 1,
+            params: Params::default(),
+        };
+        State::genesis(MemoryStore::new(), genesis).expect("genesis")
+    }
+
+    fn transfer(from: u8, nonce: u64, fee: Amount) -> SignedTransaction {
+        let signer = key(from);
+        let call = Call::Transfer { to: key(3).public_key(), amount: 1 };
+        Transaction { chain_id: CHAIN, signer: signer.public_key(), nonce, fee, call }.sign(&signer)
+    }
+
+    #[test]
+    fn admission_checks_chain_fee_nonce_balance_and_signature() {
+        let mut state = state();
+        let mut pool = Mempool::default();
+        let mut wrong_chain = transfer(1, 0, 1_000);
+        wrong_chain.transaction.chain_id = CHAIN + 1;
+        assert!(matches!(pool.insert(&state, wrong_chain), Err(MempoolError::WrongChain { .. })));
+        assert!(matches!(
+            pool.insert(&state, transfer(1, 0, 1)),
+            Err(MempoolError::FeeTooLow { .. })
+        ));
+        assert!(matches!(
+            pool.insert(&state, transfer(3, 0, 1_000)),
+            Err(MempoolError::CannotPayFee { .. })
+        ));
+        let mut forged = transfer(1, 0, 1_000);
+        forged.transaction.nonce = 1;
+        assert_eq!(pool.insert(&state, forged), Err(MempoolError::BadSignature));
+        state.propose_block(vec![transfer(1, 0, 1_000)]).expect("block");
+        assert!(matches!(
+            pool.insert(&state, transfer(1, 0, 1_000)),
+            Err(MempoolError::StaleNonce { account: 1, got: 0 })
+        ));
+        assert!(pool.is_empty());
+    }
+
+    #[test]
+    fn selection_follows_nonces_and_skips_gaps() {
+        let state = state();
+        let mut pool = Mempool::default();
+        for nonce in [1, 0, 3] {
+            pool.insert(&state, transfer(1, nonce, 1_000)).expect("admitted");
+        }
+        pool.insert(&state, transfer(2, 0, 1_000)).expect("admitted");
+        let selected = pool.executable(&state, 10, MAX_TRANSACTION_BYTES);
+        let order: Vec<_> =
+            selected.iter().map(|t| (t.transaction.signer, t.transaction.nonce)).collect();
+        let (one, two) = (key(1).public_key(), key(2).public_key());
+        let mut expected = vec![(one, 0), (two, 0), (one, 1)];
+        if two < one {
+            expected.swap(0, 1);
+        }
+        assert_eq!(order, expected);
+        assert_eq!(pool.executable(&state, 1, MAX_TRANSACTION_BYTES).len(), 1);
+    }
+
+    #[test]
+    fn equal_nonce_replaces_only_for_a_higher_fee_and_prune_drops_used_nonces() {
+        let mut state = state();
+        let mut pool = Mempool::default();
+        pool.insert(&state, transfer(1, 0, 2_000)).expect("admitted");
+        assert_eq!(
+            pool.insert(&state, transfer(1, 0, 2_000)),
+            Err(MempoolError::Underpriced { existing: 2_000 })
+        );
+        pool.insert(&state, transfer(1, 0, 3_000)).expect("replaced");
+        pool.insert(&state, transfer(1, 1, 1_000)).expect("admitted");
+        assert_eq!(pool.len(), 2);
+        let chosen = pool.executable(&state, 10, MAX_TRANSACTION_BYTES);
+        assert_eq!(chosen[0].transaction.fee, 3_000);
+        state.propose_block(chosen[..1].to_vec()).expect("block");
+        pool.prune(&state);
+        assert_eq!(pool.len(), 1);
+        assert_eq!(pool.executable(&state, 10, MAX_TRANSACTION_BYTES)[0].transaction.nonce, 1);
+    }
+}

@@ -9,6 +9,7 @@ use based_node::block::ChainBlock;
 use based_node::engine::{
     BACKFILL_CHANNEL, BLOCKS_CHANNEL, CERTIFICATES_CHANNEL, RESOLVER_CHANNEL, VOTES_CHANNEL,
 };
+use based_node::gossip::TRANSACTIONS_CHANNEL;
 use based_node::ledger::Overlay;
 use based_node::{Application, ChainSpec, Channels, Ledger, ValidatorConfig, channel_quotas};
 use based_state::{GenesisConfig, Params};
@@ -20,6 +21,7 @@ use commonware_p2p::simulated::{self, Link, Network, Oracle};
 use commonware_runtime::deterministic::{self, Context, Runner};
 use commonware_runtime::{Clock as _, Handle, Metrics as _, Runner as _, Spawner as _};
 use commonware_utils::ordered::Set;
+use rand::Rng as _;
 
 const VALIDATORS: usize = 4;
 const CHAIN_ID: u32 = 7;
@@ -66,16 +68,24 @@ struct Cluster {
     next_nonce: BTreeMap<u8, u64>,
 }
 
-fn ledger_path(test: &str, seed: u64, index: usize) -> PathBuf {
+/// A validator's database file; `fresh` deletes what an earlier run left.
+fn ledger_path(test: &str, seed: u64, index: usize, fresh: bool) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("based-node-sim-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let path = dir.join(format!("{test}-{seed}-{index}.redb"));
-    let _ = std::fs::remove_file(&path);
+    if fresh {
+        let _ = std::fs::remove_file(&path);
+    }
     path
 }
 
 impl Cluster {
     async fn new(context: Context, test: &str, seed: u64, link: Link) -> Self {
+        Self::open(context, test, seed, link, true).await
+    }
+
+    /// `fresh: false` reopens the databases of an earlier run of the same test.
+    async fn open(context: Context, test: &str, seed: u64, link: Link, fresh: bool) -> Self {
         let (network, oracle) = Network::new(
             context.with_label("network"),
             simulated::Config {
@@ -95,7 +105,7 @@ impl Cluster {
             .enumerate()
             .map(|(index, signer)| Node {
                 signer,
-                ledger: Ledger::open(&ledger_path(test, seed, index)).expect("open ledger"),
+                ledger: Ledger::open(&ledger_path(test, seed, index, fresh)).expect("open ledger"),
                 running: None,
                 starts: 0,
             })
@@ -147,6 +157,7 @@ impl Cluster {
             resolver: channel(RESOLVER_CHANNEL),
             blocks: channel(BLOCKS_CHANNEL),
             backfill: channel(BACKFILL_CHANNEL),
+            transactions: channel(TRANSACTIONS_CHANNEL),
         };
         let node = &mut self.nodes[index];
         let config = ValidatorConfig {
@@ -188,11 +199,13 @@ impl Cluster {
         (0..VALIDATORS).map(|index| self.height(index)).collect()
     }
 
-    /// Sends one transfer from every user to every running validator's mempool.
+    /// Sends one transfer from every user to one running validator, which gossips it.
     fn submit_transfers(&mut self) {
         for n in 0..USERS {
             let key = user(n);
+            let finalized = self.finalized_nonce(&key.public_key());
             let nonce = self.next_nonce.entry(n).or_insert(0);
+            *nonce = (*nonce).max(finalized);
             let transfer = Transaction {
                 chain_id: CHAIN_ID,
                 signer: key.public_key(),
@@ -202,12 +215,19 @@ impl Cluster {
             }
             .sign(&key);
             *nonce += 1;
-            for node in &self.nodes {
-                if let Some((_, application)) = &node.running {
-                    let _ = application.submit(transfer.clone());
-                }
+            let entry = self.nodes.iter().cycle().skip(usize::from(n)).take(VALIDATORS);
+            if let Some((_, application)) = entry.filter_map(|node| node.running.as_ref()).next() {
+                let _ = application.submit(transfer);
             }
         }
+    }
+
+    /// The account nonce in the finalized state of the highest validator.
+    fn finalized_nonce(&self, account: &based_types::PublicKey) -> u64 {
+        let highest = (0..VALIDATORS).max_by_key(|&index| self.height(index)).unwrap_or(0);
+        let snapshot = self.nodes[highest].ledger.snapshot().expect("snapshot");
+        let state = based_state::State::open(Overlay::new(snapshot, Vec::new()));
+        state.account(account).map_or(0, |account| account.nonce)
     }
 
     /// Drives load until every validator in `which` has finalized `height`.
@@ -374,4 +394,49 @@ fn healed_partition_resumes_finality() {
         cluster.wait_for(&[0, 1, 2, 3], target, Duration::from_secs(120)).await;
         cluster.assert_consistent().await;
     });
+}
+
+#[test]
+fn whole_network_killed_at_random_points_resumes_from_disk() {
+    const TARGET: u64 = 30;
+    let mut checkpoint: Option<deterministic::Checkpoint> = None;
+    let mut floor = vec![0u64; VALIDATORS];
+    let mut runs = 0;
+    loop {
+        let fresh = checkpoint.is_none();
+        let previous = floor.clone();
+        let run = move |context: Context| async move {
+            let mut cluster =
+                Cluster::open(context.clone(), "unclean", 3, good_link(), fresh).await;
+            let resumed = cluster.heights();
+            for (index, (now, before)) in resumed.iter().zip(&previous).enumerate() {
+                assert!(
+                    now >= before,
+                    "validator {index} lost finalized blocks: {before} -> {now}"
+                );
+            }
+            let stop_after = Duration::from_millis(context.clone().gen_range(300..1_500));
+            let stop_at = context.current() + stop_after;
+            while context.current() < stop_at && cluster.heights().iter().any(|&h| h < TARGET) {
+                cluster.submit_transfers();
+                context.sleep(Duration::from_millis(BLOCK_TIME_MS)).await;
+            }
+            cluster.assert_consistent().await;
+            cluster.heights()
+        };
+        let (heights, next) = match checkpoint.take() {
+            Some(previous) => Runner::from(previous),
+            None => runner(3),
+        }
+        .start_and_recover(run);
+        floor = heights;
+        runs += 1;
+        if floor.iter().all(|&height| height >= TARGET) {
+            break;
+        }
+        assert!(runs < 100, "no progress after {runs} restarts: {floor:?}");
+        checkpoint = Some(next);
+    }
+    assert!(runs > 1, "the network was never restarted");
+    eprintln!("unclean: {runs} runs, heights {floor:?}");
 }
