@@ -8,8 +8,10 @@ use crate::wire::WireError;
 pub enum ZkError {
     #[error(transparent)]
     Wire(#[from] WireError),
+    // Not marked as the source: the message already includes it, and error reporters that
+    // print the whole chain would say it twice.
     #[error("connection error: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
     #[error("ciphertext rejected: {0}")]
     Crypto(#[from] RlweError),
     #[error("protocol version {theirs} is not supported (this side speaks {ours})")]
@@ -28,6 +30,12 @@ pub enum ZkError {
     WrongRequestId { expected: u32, got: u32 },
     #[error("the miner reported an error: {0}")]
     Remote(String),
+}
+
+impl From<std::io::Error> for ZkError {
+    fn from(error: std::io::Error) -> Self {
+        ZkError::Io(error)
+    }
 }
 
 impl From<ZkError> for BackendError {

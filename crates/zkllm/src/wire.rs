@@ -56,8 +56,9 @@ pub enum Message {
 
 #[derive(Debug, thiserror::Error)]
 pub enum WireError {
+    // The message includes the cause, so it is not also chained as the source (see ZkError::Io).
     #[error("connection error: {0}")]
-    Io(#[from] io::Error),
+    Io(io::Error),
     #[error("the peer closed the connection")]
     Closed,
     #[error("frame of {0} bytes exceeds the limit of {MAX_FRAME_BYTES} bytes")]
@@ -102,6 +103,12 @@ fn stage_from_code(code: u8) -> Result<Stage, WireError> {
         3 => Stage::Down,
         other => return Err(WireError::UnknownStage(other)),
     })
+}
+
+impl From<io::Error> for WireError {
+    fn from(error: io::Error) -> Self {
+        WireError::Io(error)
+    }
 }
 
 impl Message {
