@@ -7,9 +7,11 @@ pub mod engine;
 pub mod gossip;
 pub mod ledger;
 pub mod mempool;
+pub mod run;
 
 pub use application::{Application, ChainSpec, NodeError};
 pub use block::ChainBlock;
 pub use engine::{Channels, ValidatorConfig, channel_quotas, start_validator};
 pub use ledger::Ledger;
 pub use mempool::{Mempool, MempoolError};
+pub use run::{NodeConfig, run};
