@@ -5,6 +5,7 @@
 //! pre-encoded at load time and sends back encrypted integer products. Because the products are
 //! exact integers, an encrypted chat is token-for-token the same as the plaintext squeezed model.
 
+mod batcher;
 pub mod client;
 mod error;
 pub mod miner;

@@ -11,6 +11,7 @@ use std::time::Instant;
 use based_model::{SqueezedModel, Stage};
 use based_rlwe::{EncodedMatrix, MatrixLayout, Params, ResultCiphertext, UploadCiphertext};
 
+use crate::batcher::Batcher;
 use crate::error::ZkError;
 use crate::wire::{self, CiphertextBatch, Message, PROTOCOL_VERSION, WireError};
 use crate::{ModelIdentity, STAGES, encryption_params, params_summary, stage_index};
@@ -70,16 +71,16 @@ impl MinerModel {
         Ok(&stages[stage_index(stage)])
     }
 
-    /// Multiplies every input vector of a request by the stage's weights.
-    pub fn answer(
+    /// Parses and checks a request's ciphertexts against the stage's layout, so that what
+    /// reaches the shared batch is well formed.
+    fn decode_inputs(
         &self,
         layer: u32,
         stage: Stage,
         inputs: &CiphertextBatch,
-    ) -> Result<CiphertextBatch, ZkError> {
-        let encoded = self.stage(layer, stage)?;
-        let expected = encoded.layout.upload_cts();
-        let decoded = inputs
+    ) -> Result<Vec<Vec<UploadCiphertext>>, ZkError> {
+        let expected = self.stage(layer, stage)?.layout.upload_cts();
+        inputs
             .iter()
             .map(|vector| {
                 if vector.len() != expected {
@@ -94,18 +95,24 @@ impl MinerModel {
                     .map(|bytes| Ok(UploadCiphertext::from_bytes(&self.params, bytes)?))
                     .collect()
             })
-            .collect::<Result<Vec<Vec<_>>, ZkError>>()?;
-        let products = encoded.matrix.apply_batch(&decoded)?;
-        Ok(products
-            .iter()
-            .map(|vector| vector.iter().map(ResultCiphertext::to_bytes).collect())
-            .collect())
+            .collect()
+    }
+
+    /// Multiplies every input vector by the stage's weights.
+    pub(crate) fn multiply(
+        &self,
+        layer: u32,
+        stage: Stage,
+        inputs: &[Vec<UploadCiphertext>],
+    ) -> Result<Vec<Vec<ResultCiphertext>>, ZkError> {
+        Ok(self.stage(layer, stage)?.matrix.apply_batch(inputs)?)
     }
 }
 
 /// Accepts clients until the listener fails; every connection gets its own thread, so a client
 /// that misbehaves or vanishes costs only its own session.
 pub fn serve(listener: TcpListener, model: Arc<MinerModel>) -> std::io::Result<()> {
+    let batcher = Arc::new(Batcher::start(Arc::clone(&model)));
     for stream in listener.incoming() {
         let stream = match stream {
             Ok(stream) => stream,
@@ -114,10 +121,10 @@ pub fn serve(listener: TcpListener, model: Arc<MinerModel>) -> std::io::Result<(
                 continue;
             }
         };
-        let model = Arc::clone(&model);
+        let (model, batcher) = (Arc::clone(&model), Arc::clone(&batcher));
         std::thread::spawn(move || {
             let peer = stream.peer_addr().ok();
-            match serve_session(stream, &model) {
+            match serve_session(stream, &model, &batcher) {
                 Ok(stats) => tracing::info!(
                     ?peer,
                     requests = stats.requests,
@@ -147,12 +154,16 @@ struct SessionStats {
     bytes_out: usize,
 }
 
-fn serve_session(stream: TcpStream, model: &MinerModel) -> Result<SessionStats, ZkError> {
+fn serve_session(
+    stream: TcpStream,
+    model: &MinerModel,
+    batcher: &Batcher,
+) -> Result<SessionStats, ZkError> {
     stream.set_nodelay(true)?;
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut writer = BufWriter::new(stream);
     let mut stats = SessionStats::default();
-    let result = run_session(&mut reader, &mut writer, model, &mut stats);
+    let result = run_session(&mut reader, &mut writer, model, batcher, &mut stats);
     if let Err(error) = &result
         && !matches!(error, ZkError::Io(_) | ZkError::Wire(WireError::Closed | WireError::Io(_)))
     {
@@ -166,6 +177,7 @@ fn run_session(
     reader: &mut BufReader<TcpStream>,
     writer: &mut BufWriter<TcpStream>,
     model: &MinerModel,
+    batcher: &Batcher,
     stats: &mut SessionStats,
 ) -> Result<(), ZkError> {
     let (hello, n) = wire::read_message(reader)?;
@@ -198,12 +210,18 @@ fn run_session(
         match message {
             Message::Products { request_id, layer, stage, inputs } => {
                 let started = Instant::now();
-                let outputs = model.answer(layer, stage, &inputs)?;
+                let vectors = inputs.len();
+                let decoded = model.decode_inputs(layer, stage, &inputs)?;
+                let products = batcher.multiply(layer, stage, decoded)?;
+                let outputs = products
+                    .iter()
+                    .map(|vector| vector.iter().map(ResultCiphertext::to_bytes).collect())
+                    .collect();
                 tracing::debug!(
                     request_id,
                     layer,
                     ?stage,
-                    vectors = inputs.len(),
+                    vectors,
                     elapsed_us = started.elapsed().as_micros() as u64,
                     "products"
                 );

@@ -310,3 +310,26 @@ fn a_client_for_another_model_is_refused() {
     let error = EncryptedBackend::connect(miner, &other.model, &other.identity).err().unwrap();
     assert!(matches!(error, ZkError::Remote(ref m) if m.contains("serves model")), "{error}");
 }
+
+/// Several chats at once share the miner's batches; each still gets exactly its own products.
+#[test]
+fn concurrent_chats_are_batched_and_each_stays_exact() {
+    let f = Arc::new(tiny_gguf(61));
+    let miner = start_miner(&f);
+    let prompts = ["first user", "a second, longer question", "3", "four four four"];
+    let chats: Vec<_> = prompts
+        .iter()
+        .map(|&prompt| {
+            let f = Arc::clone(&f);
+            std::thread::spawn(move || {
+                let mut client = EncryptedBackend::connect(miner, &f.model, &f.identity).unwrap();
+                let encrypted = generate(&f, prompt, 8, &mut client);
+                (prompt, encrypted)
+            })
+        })
+        .collect();
+    for chat in chats {
+        let (prompt, encrypted) = chat.join().unwrap();
+        assert_eq!(encrypted, generate(&f, prompt, 8, &mut PlainBackend::new(&f.model)));
+    }
+}
