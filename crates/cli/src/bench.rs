@@ -51,6 +51,9 @@ pub struct ZkllmBenchArgs {
     /// Tokens generated at the simulated round-trip time.
     #[arg(long, default_value_t = 2)]
     pub rtt_tokens: usize,
+    /// Numbers of simultaneous chats for the miner throughput measurement.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
+    pub concurrent_chats: Vec<usize>,
     /// Tokens of the evaluation text used for perplexity.
     #[arg(long, default_value_t = 256)]
     pub perplexity_tokens: usize,
@@ -181,6 +184,13 @@ fn bench_zkllm(args: &ZkllmBenchArgs) -> Result<String> {
     let rtt_s_per_token = started.elapsed().as_secs_f64() / args.rtt_tokens.max(1) as f64;
     client.close()?;
 
+    eprintln!("concurrent chats ...");
+    let mut throughput = Vec::new();
+    for &chats in &args.concurrent_chats {
+        let tokens_per_second = concurrent_decode(&model, miner_address, &prompt[..4], chats, n)?;
+        throughput.push(format!("{chats} chats: {tokens_per_second:.2} tokens/s"));
+    }
+
     eprintln!("per-stage products ...");
     let stage_rows = stage_timings(&model)?;
 
@@ -291,6 +301,47 @@ fn bench_zkllm(args: &ZkllmBenchArgs) -> Result<String> {
         writeln!(table, "{line}")?;
     }
     Ok(table)
+}
+
+/// Aggregate decode tokens/s of `chats` simultaneous encrypted chats against one miner.
+fn concurrent_decode(
+    model: &LoadedModel,
+    miner: std::net::SocketAddr,
+    prompt: &[u32],
+    chats: usize,
+    tokens: usize,
+) -> Result<f64> {
+    let start = std::sync::Barrier::new(chats);
+    let elapsed = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..chats)
+            .map(|_| {
+                scope.spawn(|| -> Result<Duration> {
+                    let mut generator = Generator::new(&model.squeezed);
+                    let prepared =
+                        EncryptedBackend::connect(miner, &model.squeezed, &model.identity)
+                            .map_err(anyhow::Error::from)
+                            .and_then(|mut client| {
+                                Ok((generator.prefill(prompt, &mut client)?, client))
+                            });
+                    // Every chat reaches the barrier, failed or not, so none waits forever.
+                    start.wait();
+                    let (mut logits, mut client) = prepared?;
+                    let started = Instant::now();
+                    for _ in 0..tokens {
+                        logits = generator.step(argmax(&logits), &mut client)?;
+                    }
+                    client.close()?;
+                    Ok(started.elapsed())
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("chat thread panicked"))
+            .collect::<Result<Vec<_>>>()
+    })?;
+    let slowest = elapsed.into_iter().max().unwrap_or_default();
+    Ok(per_second(chats * tokens, slowest))
 }
 
 fn difference(after: TrafficStats, before: TrafficStats) -> TrafficStats {
