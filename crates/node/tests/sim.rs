@@ -68,15 +68,27 @@ struct Cluster {
     next_nonce: BTreeMap<u8, u64>,
 }
 
+fn ledger_dir() -> PathBuf {
+    std::env::temp_dir().join(format!("based-node-sim-{}", std::process::id()))
+}
+
 /// A validator's database file; `fresh` deletes what an earlier run left.
 fn ledger_path(test: &str, seed: u64, index: usize, fresh: bool) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("based-node-sim-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let path = dir.join(format!("{test}-{seed}-{index}.redb"));
+    std::fs::create_dir_all(ledger_dir()).expect("temp dir");
+    let path = ledger_dir().join(format!("{test}-{seed}-{index}.redb"));
     if fresh {
         let _ = std::fs::remove_file(&path);
     }
     path
+}
+
+/// Deletes a finished test's databases (the runtime that held them has been dropped).
+fn remove_ledgers(test: &str, seed: u64) {
+    for index in 0..VALIDATORS {
+        let _ = std::fs::remove_file(ledger_path(test, seed, index, false));
+    }
+    // Fails while other tests still have files there; the last one removes it.
+    let _ = std::fs::remove_dir(ledger_dir());
 }
 
 impl Cluster {
@@ -311,7 +323,7 @@ fn runner(seed: u64) -> Runner {
 
 /// Returns the finalized chain and the runtime's audit of every event, for reproducibility.
 fn all_online(test: &str, seed: u64, link: Link, height: u64) -> (Vec<[u8; 32]>, String) {
-    runner(seed).start(|context| async move {
+    let outcome = runner(seed).start(|context| async move {
         let mut cluster = Cluster::new(context.clone(), test, seed, link).await;
         cluster.wait_for(&[0, 1, 2, 3], height, Duration::from_secs(120)).await;
         let chain = cluster.assert_consistent().await;
@@ -323,7 +335,9 @@ fn all_online(test: &str, seed: u64, link: Link, height: u64) -> (Vec<[u8; 32]>,
             context.current().duration_since(UNIX_EPOCH).unwrap_or_default()
         );
         (chain, context.auditor().state())
-    })
+    });
+    remove_ledgers(test, seed);
+    outcome
 }
 
 #[test]
@@ -365,6 +379,7 @@ fn crashed_validator_restarts_from_disk_and_catches_up() {
         cluster.wait_for(&[0, 1, 2, 3], target, Duration::from_secs(120)).await;
         cluster.assert_consistent().await;
     });
+    remove_ledgers("crash", 7);
 }
 
 #[test]
@@ -394,6 +409,7 @@ fn healed_partition_resumes_finality() {
         cluster.wait_for(&[0, 1, 2, 3], target, Duration::from_secs(120)).await;
         cluster.assert_consistent().await;
     });
+    remove_ledgers("partition", 11);
 }
 
 #[test]
@@ -439,4 +455,5 @@ fn whole_network_killed_at_random_points_resumes_from_disk() {
     }
     assert!(runs > 1, "the network was never restarted");
     eprintln!("unclean: {runs} runs, heights {floor:?}");
+    remove_ledgers("unclean", 3);
 }
