@@ -111,6 +111,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let squeezed_ppl = squeezed_perplexity(&squeezed, eval, &mut PlainBackend::new(&squeezed))?;
     let folded = SqueezedModel::from_float_with(&loaded.model, NormGains::Folded);
     let folded_ppl = squeezed_perplexity(&folded, eval, &mut PlainBackend::new(&folded))?;
+    let start = Instant::now();
+    let calibrated = loaded.squeeze()?;
+    let calibration = start.elapsed();
+    let calibrated_ppl =
+        squeezed_perplexity(&calibrated, eval, &mut PlainBackend::new(&calibrated))?;
     println!("\nperplexity on the first {} tokens of data/eval.txt:", eval.len());
     println!("  float {float_ppl:.3}");
     println!(
@@ -120,6 +125,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "  squeezed, gains folded      {folded_ppl:.3} ({:+.2}%)",
         (folded_ppl / float_ppl - 1.0) * 100.0
+    );
+    println!(
+        "  squeezed, calibrated         {calibrated_ppl:.3} ({:+.2}%; calibration {calibration:.2?})",
+        (calibrated_ppl / float_ppl - 1.0) * 100.0
+    );
+    let float_all = float_perplexity(&loaded.model, &tokens)?;
+    let plain_all = squeezed_perplexity(&squeezed, &tokens, &mut PlainBackend::new(&squeezed))?;
+    let calibrated_all =
+        squeezed_perplexity(&calibrated, &tokens, &mut PlainBackend::new(&calibrated))?;
+    println!(
+        "on all {} tokens: float {float_all:.3}, squeezed {plain_all:.3} ({:+.2}%), calibrated {calibrated_all:.3} ({:+.2}%)",
+        tokens.len(),
+        (plain_all / float_all - 1.0) * 100.0,
+        (calibrated_all / float_all - 1.0) * 100.0
     );
     Ok(())
 }

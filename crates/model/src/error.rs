@@ -21,6 +21,8 @@ pub enum ModelError {
     UnsupportedDtype { name: String, dtype: String },
     #[error("tokenizer: {0}")]
     Tokenizer(String),
+    #[error("calibration: {0}")]
+    Calibration(String),
 }
 
 impl ModelError {

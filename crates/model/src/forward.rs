@@ -5,7 +5,9 @@
 //! identical logits.
 
 use crate::float::{FloatModel, Matrix};
-use crate::squeeze::{self, QuantMatrix, SqueezedModel, Stage, dot_f32, squeeze_activation};
+use crate::squeeze::{
+    self, HeadInput, QuantMatrix, SqueezedModel, Stage, dot_f32, dot_i8_f32, squeeze_activation,
+};
 use crate::{BackendError, LlamaConfig};
 
 /// Computes the exact integer products of the squeezed weights with the client's codes.
@@ -73,6 +75,24 @@ impl Stages for SqueezedStages<'_> {
 
     fn logits(&self, xs: &[Vec<f32>]) -> Result<Vec<Vec<f32>>, BackendError> {
         let head = self.model.lm_head();
+        if self.model.head_input == HeadInput::Float {
+            let gained: Vec<_> = xs.iter().map(|x| apply_gain(x, self.model.head_gain())).collect();
+            // Each logit is one fixed-order dot product: bitwise the same for any thread count.
+            let by_row = squeeze::for_each_row(
+                head.rows,
+                gained.len(),
+                head.rows * head.cols * gained.len(),
+                self.threads,
+                |r, out: &mut [f32]| {
+                    let (w, scale) = (head.row(r), head.scales[r]);
+                    out.iter_mut().zip(&gained).for_each(|(o, x)| *o = scale * dot_i8_f32(w, x));
+                },
+            );
+            let n = gained.len();
+            return Ok((0..n)
+                .map(|t| (0..head.rows).map(|r| by_row[r * n + t]).collect())
+                .collect());
+        }
         squeezed_linear(head, self.model.head_gain(), xs, |codes| {
             Ok(head.products(codes, self.threads))
         })
@@ -136,6 +156,78 @@ impl Stages for FloatStages<'_> {
         let gained: Vec<_> =
             xs.iter().map(|x| apply_gain(x, Some(&self.model.final_norm))).collect();
         Ok(float_product(self.model.output_matrix(), &gained, self.threads))
+    }
+}
+
+/// The float model's stages, recording the largest |x_j| each stage's input channel reaches
+/// (after the client-side gains, i.e. exactly what the squeezed model would quantise).
+struct RecordingStages<'a> {
+    inner: FloatStages<'a>,
+    /// Per layer, per stage (in [`Stage::ALL`] order): per input channel max |x_j|.
+    absmax: Vec<[Vec<f32>; 4]>,
+}
+
+fn record_absmax(acc: &mut Vec<f32>, xs: &[Vec<f32>]) {
+    for x in xs {
+        if acc.len() < x.len() {
+            acc.resize(x.len(), 0.0);
+        }
+        acc.iter_mut().zip(x).for_each(|(a, v)| *a = a.max(v.abs()));
+    }
+}
+
+impl Stages for RecordingStages<'_> {
+    fn config(&self) -> &LlamaConfig {
+        self.inner.config()
+    }
+
+    fn embedding(&self) -> &Matrix {
+        self.inner.embedding()
+    }
+
+    fn linear(
+        &mut self,
+        layer: usize,
+        stage: Stage,
+        xs: &[Vec<f32>],
+    ) -> Result<Vec<Vec<f32>>, BackendError> {
+        let (_, gain) = self.inner.model.stage(layer, stage);
+        let gained: Vec<_> = xs.iter().map(|x| apply_gain(x, gain)).collect();
+        let index = Stage::ALL.iter().position(|&s| s == stage).unwrap_or(0);
+        record_absmax(&mut self.absmax[layer][index], &gained);
+        self.inner.linear(layer, stage, xs)
+    }
+
+    fn logits(&self, xs: &[Vec<f32>]) -> Result<Vec<Vec<f32>>, BackendError> {
+        self.inner.logits(xs)
+    }
+}
+
+/// Per-input-channel activation ranges of every linear stage, measured with the float model on
+/// a calibration text: what SmoothQuant-style smoothing factors are computed from.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ActivationStats {
+    /// Per layer, per stage (in [`Stage::ALL`] order): max |x_j| per input channel.
+    pub absmax: Vec<[Vec<f32>; 4]>,
+}
+
+impl ActivationStats {
+    /// Runs the float model over `tokens` (one prefill) and records every stage input's
+    /// per-channel max |x_j|.
+    pub fn measure(model: &FloatModel, tokens: &[u32]) -> Result<Self, BackendError> {
+        let inner = FloatStages { model, threads: squeeze::default_threads() };
+        let layers = model.layers.len();
+        let mut stages = RecordingStages {
+            inner,
+            absmax: vec![[Vec::new(), Vec::new(), Vec::new(), Vec::new()]; layers],
+        };
+        KvCache::new(&model.config).forward(&mut stages, tokens, false)?;
+        Ok(Self { absmax: stages.absmax })
+    }
+
+    pub fn stage(&self, layer: usize, stage: Stage) -> &[f32] {
+        let index = Stage::ALL.iter().position(|&s| s == stage).unwrap_or(0);
+        &self.absmax[layer][index]
     }
 }
 

@@ -2,6 +2,7 @@
 //! activation quantisation with the whitepaper's adaptive scaling (section 5).
 
 use crate::float::{FloatModel, Matrix};
+use crate::forward::ActivationStats;
 use crate::{BackendError, LlamaConfig};
 
 /// Whitepaper section 5: threshold on a token's standard deviation.
@@ -164,6 +165,21 @@ pub enum NormGains {
     Folded,
 }
 
+/// SmoothQuant's migration strength: `s_j = sqrt(a_j / w_j)` balances the activation and weight
+/// ranges of each input channel. Chosen by the KL divergence to the float model on the
+/// calibration text (0.4, 0.5, 0.6 and 0.7 measured; README).
+pub const SMOOTHING_ALPHA: f32 = 0.5;
+
+/// The LM head's input on the client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HeadInput {
+    /// Squeezed to 8-bit codes like the miner's stages (integer product).
+    Squeezed,
+    /// Kept in f32 and multiplied by the int8 head weights in f32: the head runs on the client,
+    /// so nothing forces its input through 8 bits.
+    Float,
+}
+
 /// A squeezed matrix and the gains the client applies to its input first (if any).
 #[derive(Clone, Debug)]
 struct SqueezedStage {
@@ -182,6 +198,32 @@ impl SqueezedStage {
     }
 }
 
+impl SqueezedStage {
+    /// SmoothQuant on one stage: `absmax[j]` is the calibration range of the (gained) input
+    /// channel j. Channels never seen active, or with all-zero weights, keep `s_j = 1`.
+    fn smoothed(m: &Matrix, gain: Option<&[f32]>, absmax: &[f32], alpha: f32) -> Self {
+        let mut col_max = vec![0f32; m.cols];
+        for row in m.data.chunks_exact(m.cols) {
+            col_max.iter_mut().zip(row).for_each(|(c, w)| *c = c.max(w.abs()));
+        }
+        let factors: Vec<f32> = col_max
+            .iter()
+            .zip(absmax)
+            .map(
+                |(&w, &a)| {
+                    if w > 0.0 && a > 0.0 { a.powf(alpha) / w.powf(1.0 - alpha) } else { 1.0 }
+                },
+            )
+            .collect();
+        let input_gain = match gain {
+            Some(g) => g.iter().zip(&factors).map(|(g, s)| g / s).collect(),
+            None => factors.iter().map(|s| 1.0 / s).collect(),
+        };
+        let matrix = QuantMatrix::quantize(&m.with_gains_folded(&factors));
+        Self { matrix, input_gain: Some(input_gain) }
+    }
+}
+
 /// The squeezed model: what the miner multiplies (`matrix`) and what the client needs around it.
 #[derive(Clone, Debug)]
 pub struct SqueezedModel {
@@ -190,6 +232,8 @@ pub struct SqueezedModel {
     /// f32 embeddings for the client's token lookup.
     pub embedding: Matrix,
     layers: Vec<[SqueezedStage; 4]>,
+    /// How the client feeds the LM head (it never leaves the client).
+    pub head_input: HeadInput,
     /// The output projection, squeezed like the other matrices but computed by the client.
     head: SqueezedStage,
 }
@@ -210,7 +254,44 @@ impl SqueezedModel {
             .collect();
         let head = SqueezedStage::new(model.output_matrix(), Some(&model.final_norm), norm_gains);
         let embedding = model.embedding.clone();
-        Self { config: model.config.clone(), norm_gains, embedding, layers, head }
+        Self {
+            config: model.config.clone(),
+            norm_gains,
+            embedding,
+            layers,
+            head,
+            head_input: HeadInput::Squeezed,
+        }
+    }
+
+    /// Like [`Self::from_float`] (gains client-side) with SmoothQuant-style per-input-channel
+    /// smoothing: for each stage, `s_j = a_j^alpha / w_j^(1 - alpha)` from the calibration range
+    /// `a_j` of input channel j and the largest |W[:, j]|; the matrix becomes `W diag(s)` before
+    /// int8 quantisation and the client sends `x_j / s_j` (folded into its input gains).
+    pub fn from_float_smoothed(model: &FloatModel, stats: &ActivationStats, alpha: f32) -> Self {
+        let layers = (0..model.layers.len())
+            .map(|l| {
+                Stage::ALL.map(|s| {
+                    let (m, gain) = model.stage(l, s);
+                    SqueezedStage::smoothed(m, gain, stats.stage(l, s), alpha)
+                })
+            })
+            .collect();
+        Self { layers, ..Self::from_float(model) }
+    }
+
+    /// The recommended squeezing: [`Self::from_float_smoothed`] with [`SMOOTHING_ALPHA`] and
+    /// statistics measured by the float model on `calibration` (tokens of a text that is not
+    /// the evaluation text; [`crate::LoadedModel::squeeze`] uses [`crate::CALIBRATION_TEXT`];
+    /// cut to the model's context length),
+    /// and an LM head whose input the client keeps in f32 ([`HeadInput::Float`]).
+    pub fn calibrated(model: &FloatModel, calibration: &[u32]) -> Result<Self, BackendError> {
+        let calibration = &calibration[..calibration.len().min(model.config.max_seq_len)];
+        let stats = ActivationStats::measure(model, calibration)?;
+        Ok(Self {
+            head_input: HeadInput::Float,
+            ..Self::from_float_smoothed(model, &stats, SMOOTHING_ALPHA)
+        })
     }
 
     /// The integer matrix the backend multiplies for `stage` of `layer`.
@@ -337,6 +418,21 @@ pub(crate) fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
         }
     }
     acc.iter().sum::<i32>() + tail
+}
+
+/// Dot product of int8 weights with an f32 vector, in the fixed order of [`dot_f32`].
+pub(crate) fn dot_i8_f32(w: &[i8], x: &[f32]) -> f32 {
+    const LANES: usize = 8;
+    let mut acc = [0f32; LANES];
+    let (w_chunks, x_chunks) = (w.chunks_exact(LANES), x.chunks_exact(LANES));
+    let tail: f32 =
+        w_chunks.remainder().iter().zip(x_chunks.remainder()).map(|(&w, x)| f32::from(w) * x).sum();
+    for (w, x) in w_chunks.zip(x_chunks) {
+        for i in 0..LANES {
+            acc[i] += f32::from(w[i]) * x[i];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
 }
 
 /// f32 dot product with a fixed summation order (eight lanes, then the tail), so results are

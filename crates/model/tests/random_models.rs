@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use based_model::gguf::GgufFile;
 use based_model::testutil::{test_tokenizer, write_random_gguf, write_random_hf_dir};
 use based_model::{
-    BackendError, ChatTokenizer, FloatGenerator, Generator, LinearBackend, LlamaConfig,
+    BackendError, ChatTokenizer, FloatGenerator, Generator, HeadInput, LinearBackend, LlamaConfig,
     LoadedModel, ModelError, NormGains, PlainBackend, QuantMatrix, SqueezedModel, Stage,
     float_perplexity, squeeze_activation, squeezed_perplexity,
 };
@@ -216,6 +216,61 @@ fn squeezed_perplexity_stays_close_to_float() {
             squeezed_perplexity(&squeezed, &tokens, &mut PlainBackend::new(&squeezed)).unwrap();
         assert!((ppl / float - 1.0).abs() < 0.05, "{gains:?}: float {float}, squeezed {ppl}");
     }
+}
+
+#[test]
+fn calibrated_squeezing_keeps_the_integer_contract() {
+    let (_, loaded) = tiny_gguf("calibrated");
+    let calibrated = loaded.squeeze().unwrap();
+    let plain = SqueezedModel::from_float(&loaded.model);
+    assert_eq!(calibrated.head_input, HeadInput::Float);
+    for l in 0..calibrated.n_layers() {
+        for s in Stage::ALL {
+            let (m, p) = (calibrated.matrix(l, s), plain.matrix(l, s));
+            assert_eq!((m.rows, m.cols), (p.rows, p.cols));
+            assert!(m.weights.iter().all(|&w| w != i8::MIN));
+            assert_ne!(m.weights, p.weights, "smoothing changes the integer weights");
+            // The client's input gains undo the factors folded into the columns: W x is kept.
+            let gain = calibrated.input_gain(l, s).expect("smoothing gains on every stage");
+            let x: Vec<f32> = (0..m.cols).map(|j| ((j * 7 % 11) as f32 - 5.0) / 5.0).collect();
+            let float_w = loaded.model.stage(l, s);
+            let reference: Vec<f32> = (0..m.rows)
+                .map(|r| {
+                    let g = float_w.1;
+                    float_w
+                        .0
+                        .row(r)
+                        .iter()
+                        .enumerate()
+                        .map(|(j, w)| w * x[j] * g.map_or(1.0, |g| g[j]))
+                        .sum()
+                })
+                .collect();
+            let gained: Vec<f32> = x.iter().zip(gain).map(|(x, g)| x * g).collect();
+            let squeezed = squeeze_activation(&gained);
+            let products = m.products(std::slice::from_ref(&squeezed.codes), 1);
+            let y = m.dequantize(&products[0], &squeezed).unwrap();
+            let norm = reference.iter().fold(0f32, |a, v| a.max(v.abs()));
+            let worst = y.iter().zip(&reference).fold(0f32, |a, (y, r)| a.max((y - r).abs()));
+            assert!(worst < 0.05 * norm, "layer {l} {s:?}: error {worst} of {norm}");
+        }
+    }
+    // Same integers, same logits: batched prefill equals token-by-token decoding bitwise.
+    let tokens = loaded.tokenizer.encode("the answer is 42, then").unwrap();
+    let batched = Generator::new(&calibrated)
+        .prefill(&tokens, &mut PlainBackend::with_threads(&calibrated, 1))
+        .unwrap();
+    let mut stepwise = Generator::new(&calibrated);
+    let mut backend = PlainBackend::with_threads(&calibrated, 2);
+    let mut logits = Vec::new();
+    for &t in &tokens {
+        logits = stepwise.step(t, &mut backend).unwrap();
+    }
+    assert_eq!(logits, batched);
+    let float = float_perplexity(&loaded.model, &tokens).unwrap();
+    let ppl =
+        squeezed_perplexity(&calibrated, &tokens, &mut PlainBackend::new(&calibrated)).unwrap();
+    assert!((ppl / float - 1.0).abs() < 0.05, "float {float}, calibrated {ppl}");
 }
 
 #[test]
