@@ -16,8 +16,8 @@ use based_state::{GenesisConfig, Params};
 use based_types::{Call, SecretKey, Transaction, coins};
 use commonware_codec::DecodeExt as _;
 use commonware_cryptography::{Digestible as _, Signer as _, ed25519};
-use commonware_p2p::Manager as _;
 use commonware_p2p::simulated::{self, Link, Network, Oracle};
+use commonware_p2p::{Manager as _, Recipients, Sender as _};
 use commonware_runtime::deterministic::{self, Context, Runner};
 use commonware_runtime::{Clock as _, Handle, Metrics as _, Runner as _, Spawner as _};
 use commonware_utils::ordered::Set;
@@ -111,7 +111,9 @@ impl Cluster {
             (0..VALIDATORS as u64).map(ed25519::PrivateKey::from_seed).collect();
         signers.sort_by_key(|signer| signer.public_key());
         let validators: Vec<_> = signers.iter().map(|signer| signer.public_key()).collect();
-        oracle.manager().track(0, Set::from_iter_dedup(validators.iter().cloned())).await;
+        // The garbage peer is a known identity (tracked), but not a validator.
+        let peers = validators.iter().cloned().chain([garbage_peer().public_key()]);
+        oracle.manager().track(0, Set::from_iter_dedup(peers)).await;
         let nodes = signers
             .into_iter()
             .enumerate()
@@ -284,10 +286,14 @@ impl Cluster {
         digests
     }
 
-    /// Every validator's finalized chain is a prefix of every other's, and no validator
-    /// blocked a peer (which only a fault would cause); returns the longest chain.
+    /// Every validator's finalized chain is a prefix of every other's, and no validator was
+    /// blocked (which only a fault would cause); returns the longest chain.
     async fn assert_consistent(&self) -> Vec<[u8; 32]> {
-        assert_eq!(self.oracle.blocked().await.expect("oracle"), Vec::new(), "peers were blocked");
+        let validators: Vec<_> = (0..VALIDATORS).map(|index| self.public_key(index)).collect();
+        let blocked = self.oracle.blocked().await.expect("oracle");
+        let honest_blocked: Vec<_> =
+            blocked.iter().filter(|(_, peer)| validators.contains(peer)).collect();
+        assert!(honest_blocked.is_empty(), "validators were blocked: {honest_blocked:?}");
         let chains: Vec<_> = (0..VALIDATORS).map(|index| self.chain(index)).collect();
         let longest = chains.iter().max_by_key(|chain| chain.len()).expect("validators").clone();
         for (index, chain) in chains.iter().enumerate() {
@@ -306,6 +312,41 @@ impl Cluster {
                 ChainBlock::decode(bytes.as_slice()).expect("decodes").inner.transactions.len()
             })
             .sum()
+    }
+}
+
+fn garbage_peer() -> ed25519::PrivateKey {
+    ed25519::PrivateKey::from_seed(99)
+}
+
+impl Cluster {
+    /// Links a non-validator peer that sends random bytes on every channel, forever.
+    async fn spawn_garbage_peer(&self) {
+        let garbage = garbage_peer().public_key();
+        let control = self.oracle.control(garbage.clone());
+        let mut senders = Vec::new();
+        for (channel, quota) in channel_quotas(BLOCK_TIME_MS) {
+            let (sender, _receiver) = control.register(channel, quota).await.expect("register");
+            senders.push(sender);
+        }
+        for index in 0..VALIDATORS {
+            let validator = self.public_key(index);
+            self.oracle
+                .add_link(garbage.clone(), validator.clone(), good_link())
+                .await
+                .expect("link");
+            self.oracle.add_link(validator, garbage.clone(), good_link()).await.expect("link");
+        }
+        self.context.with_label("garbage").spawn(move |mut context| async move {
+            loop {
+                for sender in &mut senders {
+                    let length = context.gen_range(1..512);
+                    let bytes: Vec<u8> = (0..length).map(|_| context.r#gen()).collect();
+                    let _ = sender.send(Recipients::All, bytes, false).await;
+                }
+                context.sleep(Duration::from_millis(20)).await;
+            }
+        });
     }
 }
 
@@ -456,4 +497,44 @@ fn whole_network_killed_at_random_points_resumes_from_disk() {
     assert!(runs > 1, "the network was never restarted");
     eprintln!("unclean: {runs} runs, heights {floor:?}");
     remove_ledgers("unclean", 3);
+}
+
+#[test]
+fn isolated_minority_stalls_and_backfills_after_heal() {
+    runner(13).start(|context| async move {
+        let mut cluster = Cluster::new(context.clone(), "minority", 13, good_link()).await;
+        cluster.wait_for(&[0, 1, 2, 3], 5, Duration::from_secs(60)).await;
+        for other in 0..3 {
+            cluster.unlink(3, other).await;
+            cluster.unlink(other, 3).await;
+        }
+        let isolated_at = cluster.height(3);
+        let majority_target = cluster.heights().into_iter().max().unwrap_or(0) + 10;
+        cluster.wait_for(&[0, 1, 2], majority_target, Duration::from_secs(60)).await;
+        assert!(cluster.height(3) <= isolated_at + 1, "the isolated validator kept finalizing");
+        for other in 0..3 {
+            cluster.link(3, other, good_link()).await;
+            cluster.link(other, 3, good_link()).await;
+        }
+        let target = cluster.heights().into_iter().max().unwrap_or(0) + 5;
+        cluster.wait_for(&[0, 1, 2, 3], target, Duration::from_secs(120)).await;
+        cluster.assert_consistent().await;
+    });
+    remove_ledgers("minority", 13);
+}
+
+#[test]
+fn a_peer_sending_garbage_on_every_channel_changes_nothing() {
+    runner(17).start(|context| async move {
+        let mut cluster = Cluster::new(context.clone(), "garbage", 17, good_link()).await;
+        cluster.spawn_garbage_peer().await;
+        cluster.wait_for(&[0, 1, 2, 3], 15, Duration::from_secs(60)).await;
+        cluster.assert_consistent().await;
+        assert!(cluster.finalized_transactions(0) > 0, "no transfer was finalized");
+        let garbage = garbage_peer().public_key();
+        let blocked = cluster.oracle.blocked().await.expect("oracle");
+        let blockers = blocked.iter().filter(|(_, peer)| *peer == garbage).count();
+        eprintln!("garbage: blocked by {blockers} of {VALIDATORS} validators");
+    });
+    remove_ledgers("garbage", 17);
 }
