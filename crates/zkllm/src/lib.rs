@@ -95,6 +95,7 @@ pub fn params_summary(params: &Params) -> ParamsSummary {
         ring_degree: params.ring_degree() as u32,
         ciphertext_modulus: params.ciphertext_modulus(),
         plaintext_modulus: params.plaintext_modulus(),
+        upload_bits: params.upload_bits(),
     }
 }
 

@@ -30,6 +30,8 @@ pub struct ParamsSummary {
     pub ring_degree: u32,
     pub ciphertext_modulus: u64,
     pub plaintext_modulus: u64,
+    /// Bits kept of each uploaded coefficient (uploads are rounded to them).
+    pub upload_bits: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -141,6 +143,7 @@ impl Message {
                 out.extend_from_slice(&params.ring_degree.to_le_bytes());
                 out.extend_from_slice(&params.ciphertext_modulus.to_le_bytes());
                 out.extend_from_slice(&params.plaintext_modulus.to_le_bytes());
+                out.extend_from_slice(&params.upload_bits.to_le_bytes());
             }
             Message::Products { request_id, layer, stage, inputs } => {
                 out.push(TAG_PRODUCTS);
@@ -178,6 +181,7 @@ impl Message {
                     ring_degree: r.u32("ring degree")?,
                     ciphertext_modulus: r.u64("ciphertext modulus")?,
                     plaintext_modulus: r.u64("plaintext modulus")?,
+                    upload_bits: r.u32("upload bits")?,
                 },
             },
             TAG_PRODUCTS => Message::Products {
@@ -330,6 +334,7 @@ mod tests {
                     ring_degree: 2048,
                     ciphertext_modulus: 97,
                     plaintext_modulus: 1 << 26,
+                    upload_bits: 45,
                 },
             },
             Message::Products {
