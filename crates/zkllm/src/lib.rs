@@ -58,11 +58,8 @@ impl fmt::Display for ModelIdentity {
     }
 }
 
-/// Activation codes are centred i8, so |code| <= 128.
-const MAX_ACTIVATION_MAGNITUDE: u64 = 128;
-
-/// The largest |product| any stage of `model` can produce: its largest row L1 norm times the
-/// largest activation code. The plaintext modulus must hold it for the products to be exact.
+/// The largest |product| any stage of `model` can produce. The plaintext modulus must hold it
+/// for the products to be exact.
 pub fn product_bound(model: &SqueezedModel) -> u64 {
     (0..model.n_layers())
         .flat_map(|layer| STAGES.map(|stage| max_product(model.matrix(layer, stage))))
@@ -72,13 +69,7 @@ pub fn product_bound(model: &SqueezedModel) -> u64 {
 
 /// The largest |product| one matrix can produce.
 pub(crate) fn max_product(matrix: &QuantMatrix) -> u64 {
-    let largest_row = matrix
-        .weights
-        .chunks_exact(matrix.cols)
-        .map(|row| row.iter().map(|w| w.unsigned_abs() as u64).sum::<u64>())
-        .max()
-        .unwrap_or(0);
-    largest_row * MAX_ACTIVATION_MAGNITUDE
+    matrix.max_abs_product().unsigned_abs()
 }
 
 pub(crate) fn stage_index(stage: Stage) -> usize {
