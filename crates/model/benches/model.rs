@@ -55,7 +55,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let start = Instant::now();
     let squeezed = SqueezedModel::from_float(&loaded.model);
     let squeeze = start.elapsed();
-    println!("load + dequantise {load:.2?}, squeeze {squeeze:.2?}\n");
+    let start = Instant::now();
+    let calibrated = loaded.squeeze()?;
+    let calibration = start.elapsed();
+    println!(
+        "load + dequantise {load:.2?}, squeeze {squeeze:.2?}, calibrated squeeze {calibration:.2?}\n"
+    );
 
     let text = include_str!("../data/eval.txt");
     let tokens = loaded.tokenizer.encode(text)?;
@@ -64,14 +69,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     println!("| {:<40} | tokens | time (ms) | tokens/s | note", "run");
     println!("|{:-<42}|{:-<8}|{:-<11}|{:-<10}|------", "", "", "", "");
-    for threads in [1, 2] {
+    for (name, threads, model) in
+        [("squeezed", 1, &squeezed), ("squeezed", 2, &squeezed), ("calibrated", 2, &calibrated)]
+    {
         let mut backend =
-            Timed { inner: PlainBackend::with_threads(&squeezed, threads), spent: Duration::ZERO };
-        let mut generator = Generator::new(&squeezed);
+            Timed { inner: PlainBackend::with_threads(model, threads), spent: Duration::ZERO };
+        let mut generator = Generator::new(model);
         let start = Instant::now();
         generator.prefill(prompt, &mut backend)?;
         row(
-            &format!("squeezed prefill, backend {threads} thread(s)"),
+            &format!("{name} prefill, backend {threads} thread(s)"),
             prompt.len(),
             start.elapsed(),
             "",
@@ -84,7 +91,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let elapsed = start.elapsed();
         let client_ms = (elapsed - backend.spent).as_secs_f64() * 1e3 / forced.len() as f64;
         let note = format!("client side {client_ms:.2} ms/token (incl. LM head)");
-        row(&format!("squeezed decode, backend {threads} thread(s)"), forced.len(), elapsed, &note);
+        row(&format!("{name} decode, backend {threads} thread(s)"), forced.len(), elapsed, &note);
     }
     let head = squeezed.lm_head();
     let codes = vec![(0..head.cols).map(|i| (i % 255) as i8).collect::<Vec<i8>>()];
@@ -111,9 +118,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let squeezed_ppl = squeezed_perplexity(&squeezed, eval, &mut PlainBackend::new(&squeezed))?;
     let folded = SqueezedModel::from_float_with(&loaded.model, NormGains::Folded);
     let folded_ppl = squeezed_perplexity(&folded, eval, &mut PlainBackend::new(&folded))?;
-    let start = Instant::now();
-    let calibrated = loaded.squeeze()?;
-    let calibration = start.elapsed();
     let calibrated_ppl =
         squeezed_perplexity(&calibrated, eval, &mut PlainBackend::new(&calibrated))?;
     println!("\nperplexity on the first {} tokens of data/eval.txt:", eval.len());
@@ -127,7 +131,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         (folded_ppl / float_ppl - 1.0) * 100.0
     );
     println!(
-        "  squeezed, calibrated         {calibrated_ppl:.3} ({:+.2}%; calibration {calibration:.2?})",
+        "  squeezed, calibrated         {calibrated_ppl:.3} ({:+.2}%)",
         (calibrated_ppl / float_ppl - 1.0) * 100.0
     );
     let float_all = float_perplexity(&loaded.model, &tokens)?;
