@@ -142,7 +142,9 @@ fn bench_zkllm(args: &ZkllmBenchArgs) -> Result<String> {
     let mut logits = float.prefill(prompt)?;
     let float_prefill = started.elapsed();
     let started = Instant::now();
+    let mut float_tokens = Vec::with_capacity(n);
     for _ in 0..n {
+        float_tokens.push(argmax(&logits));
         logits = float.prefill(&[argmax(&logits)])?;
     }
     let float_decode = per_second(n, started.elapsed());
@@ -274,7 +276,10 @@ fn bench_zkllm(args: &ZkllmBenchArgs) -> Result<String> {
         "perplexity, squeezed",
         format!("{squeezed_ppl:.3} ({:+.2}% vs float)", (squeezed_ppl / float_ppl - 1.0) * 100.0),
     );
-    row("candle f32 plaintext", "not measured yet (no candle build in this workspace)".into());
+    row(
+        "candle 0.11 f32 plaintext (quantized_llama, all tensors f32): decode",
+        candle_row(&args.model, prompt, n, &float_tokens)?,
+    );
 
     let mut table = String::new();
     writeln!(table, "## ZK-LLM: encrypted vs plaintext inference\n")?;
@@ -342,6 +347,22 @@ fn concurrent_decode(
     })?;
     let slowest = elapsed.into_iter().max().unwrap_or_default();
     Ok(per_second(chats * tokens, slowest))
+}
+
+#[cfg(feature = "peer-candle")]
+fn candle_row(model: &str, prompt: &[u32], count: usize, ours: &[u32]) -> Result<String> {
+    eprintln!("candle ...");
+    let (tokens_per_second, tokens) =
+        crate::candle_peer::decode(&crate::fetch::resolve_model(model)?, prompt, count)?;
+    let agreement = tokens.iter().zip(ours).filter(|(a, b)| a == b).count();
+    Ok(format!(
+        "{tokens_per_second:.1} tokens/s ({agreement}/{count} greedy tokens equal to our float reference)"
+    ))
+}
+
+#[cfg(not(feature = "peer-candle"))]
+fn candle_row(_: &str, _: &[u32], _: usize, _: &[u32]) -> Result<String> {
+    Ok("not measured: build with `--features peer-candle`".into())
 }
 
 fn difference(after: TrafficStats, before: TrafficStats) -> TrafficStats {

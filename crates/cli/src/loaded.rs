@@ -24,8 +24,8 @@ pub fn load(arg: &str) -> Result<LoadedModel> {
     let identity = ModelIdentity::of_path(&path)?;
     let loaded = based_model::LoadedModel::load(&path)
         .with_context(|| format!("cannot load model {}", path.display()))?;
-    spinner.set_message("squeezing weights to int8");
-    let squeezed = SqueezedModel::from_float(&loaded.model);
+    spinner.set_message("squeezing weights to int8 (calibrating on the built-in text)");
+    let squeezed = loaded.squeeze()?;
     spinner.finish_and_clear();
     tracing::info!(model = %identity, elapsed_ms = started.elapsed().as_millis() as u64, "model loaded and squeezed");
     Ok(LoadedModel { identity, float: loaded.model, squeezed, tokenizer: loaded.tokenizer })

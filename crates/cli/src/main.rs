@@ -1,6 +1,8 @@
 //! `based`: the BasedAI command line.
 
 mod bench;
+#[cfg(feature = "peer-candle")]
+mod candle_peer;
 mod chat;
 mod fetch;
 mod loaded;

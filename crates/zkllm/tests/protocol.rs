@@ -34,7 +34,7 @@ fn fixture(path: &Path, dir: tempfile::TempDir) -> Fixture {
     let loaded = LoadedModel::load(path).unwrap();
     Fixture {
         identity: ModelIdentity::of_path(path).unwrap(),
-        model: SqueezedModel::from_float(&loaded.model),
+        model: loaded.squeeze().unwrap(),
         tokenizer: loaded.tokenizer,
         _dir: dir,
     }
