@@ -14,6 +14,7 @@ use based_rlwe::{
 };
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
+use rayon::prelude::*;
 
 use crate::error::ZkError;
 use crate::wire::{self, Message, PROTOCOL_VERSION};
@@ -116,10 +117,14 @@ impl EncryptedBackend {
     ) -> Result<Vec<Vec<i64>>, ZkError> {
         let plan = &self.plans[layer][stage_index(stage)];
         let started = Instant::now();
-        let inputs = codes
-            .iter()
-            .map(|code| {
-                let cts = encrypt_vector(&self.secret_key, &plan.layout, code, &mut self.rng)?;
+        // Prefill sends many tokens at once: encrypt them on every core, each with its own
+        // generator seeded from the session's.
+        let seeded: Vec<(&Vec<i8>, ChaCha20Rng)> =
+            codes.iter().map(|code| (code, ChaCha20Rng::from_rng(&mut self.rng))).collect();
+        let inputs = seeded
+            .into_par_iter()
+            .map(|(code, mut rng)| {
+                let cts = encrypt_vector(&self.secret_key, &plan.layout, code, &mut rng)?;
                 Ok(cts.iter().map(|ct| ct.to_bytes()).collect())
             })
             .collect::<Result<Vec<Vec<Vec<u8>>>, ZkError>>()?;
@@ -154,7 +159,7 @@ impl EncryptedBackend {
 
         let started = Instant::now();
         let products = outputs
-            .iter()
+            .par_iter()
             .map(|vector| {
                 let results = vector
                     .iter()
