@@ -6,8 +6,10 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use based_rlwe::{
-    CIPHERTEXT_MODULUS, EncodedMatrix, MatrixLayout, Params, RING_DEGREE, SecretKey,
-    UploadCiphertext, decrypt_products, encrypt_vector,
+    CIPHERTEXT_MODULUS, EncodedMatrix, GaloisKeys, MatrixLayout, Params, RING_DEGREE, SecretKey,
+    UploadCiphertext, decrypt_packed, decrypt_products, encrypt_vector, gadget_digits,
+    galois_keys_bytes, packed_cts, packed_download_bytes, packing_digit_bits, packing_exponents,
+    packing_key_switches,
 };
 use concrete_ntt::prime64::Plan;
 use rand_chacha::ChaCha20Rng;
@@ -194,4 +196,143 @@ fn main() {
         token_bytes as f64 / 1e6,
         memory as f64 / 1e9
     );
+    packing_rows(budget);
+}
+
+/// Output packing (automorphisms + key switching) at power-of-two input blocks: per stage the
+/// bytes and the client's decryption time unpacked vs packed, the miner's packing time, and per
+/// SmolLM2 token the totals; Galois key sizes.
+fn packing_rows(budget: Duration) {
+    let mut rng = ChaCha20Rng::seed_from_u64(2026);
+    let params576 = Params::for_product_bound(127 * 128 * 576).expect("params");
+    let key576 = SecretKey::generate(&params576, &mut rng);
+    let a: Vec<u64> =
+        (0..RING_DEGREE as u64).map(|i| (i * 0x9e37_79b9) % CIPHERTEXT_MODULUS).collect();
+    let b = a.clone();
+    for bits in [8u32, 9, 10] {
+        let keys = GaloisKeys::generate(&key576, &[65], bits, &mut rng).expect("keys");
+        let switch = best_time(budget, || {
+            black_box(keys.apply_automorphism(65, &a, &b).expect("switch"));
+        });
+        println!(
+            "\nkey switch (automorphism + {} digits of 2^{bits}): {:.1} us, one Galois key {:.1} KB",
+            gadget_digits(bits),
+            micros(switch),
+            galois_keys_bytes(1, bits) as f64 / 1e3
+        );
+    }
+    println!(
+        "\n{:<8} {:>4} {:>5}x{:<4} {:>4} {:>8} {:>5}/{:<4} {:>9} {:>9} {:>5} {:>6} {:>9} {:>9} {:>9} {:>9} {:>9} {:>6}",
+        "stage",
+        "ib",
+        "ob",
+        "ib",
+        "up",
+        "up KB",
+        "down",
+        "pack",
+        "down KB",
+        "pack KB",
+        "KS",
+        "digits",
+        "apply ms",
+        "packed ms",
+        "pack ms",
+        "dec ms",
+        "pdec ms",
+        "sigmas"
+    );
+    let shapes = [("qkv", 960, 576), ("o", 576, 576), ("gate_up", 3072, 576), ("down", 576, 1536)];
+    for in_block in [64usize, 128, 256, 512] {
+        let mut up = 0usize;
+        let mut down = 0usize;
+        let mut client = 0.0;
+        let mut miner = 0.0;
+        let mut exponents = packing_exponents(in_block).expect("exponents");
+        let mut digit_bits = u32::MAX;
+        for (name, n_out, n_in) in shapes {
+            let params = Params::for_product_bound(127 * 128 * n_in as u64).expect("params");
+            let key = SecretKey::generate(&params, &mut rng);
+            let out_block = (RING_DEGREE / in_block).min(n_out).min(params.max_out_block());
+            let layout = MatrixLayout::with_blocks(&params, n_in, n_out, in_block, out_block)
+                .expect("layout");
+            let bits = packing_digit_bits(&params, &layout).expect("digit base");
+            digit_bits = digit_bits.min(bits);
+            exponents.sort_unstable();
+            let keys = GaloisKeys::generate(&key, &exponents, bits, &mut rng).expect("keys");
+            let weights = random_i8(&mut rng, n_out * n_in, -127);
+            let x = random_i8(&mut rng, n_in, i8::MIN);
+            let matrix = EncodedMatrix::encode(&params, &layout, &weights).expect("encode");
+            let uploads = encrypt_vector(&key, &layout, &x, &mut rng).expect("encrypt");
+            let results = matrix.apply(&uploads).expect("apply");
+            let packed = matrix.apply_packed(&uploads, &keys).expect("apply_packed");
+            let mut plain = vec![0i32; n_out];
+            plain_matvec(&weights, &x, &mut plain);
+            let decrypted =
+                decrypt_packed(&key, &layout, &packed, params.product_bound()).expect("decrypt");
+            assert!(
+                decrypted.iter().zip(&plain).all(|(&d, &p)| d == i64::from(p)),
+                "{name}: inexact"
+            );
+            let encrypt = best_time(budget, || {
+                black_box(encrypt_vector(&key, &layout, &x, &mut rng).expect("encrypt"));
+            });
+            let apply = with_threads(2, || {
+                best_time(budget, || {
+                    black_box(matrix.apply(&uploads).expect("apply"));
+                })
+            });
+            let apply_packed = with_threads(2, || {
+                best_time(budget, || {
+                    black_box(matrix.apply_packed(&uploads, &keys).expect("apply_packed"));
+                })
+            });
+            let decrypt = best_time(budget, || {
+                black_box(
+                    decrypt_products(&key, &layout, &results, params.product_bound()).expect("dec"),
+                );
+            });
+            let decrypt_packed_time = best_time(budget, || {
+                black_box(
+                    decrypt_packed(&key, &layout, &packed, params.product_bound()).expect("dec"),
+                );
+            });
+            println!(
+                "{:<8} {:>4} {:>5}x{:<4} {:>4} {:>8.1} {:>5}/{:<4} {:>9.1} {:>9.1} {:>5} {:>6} {:>9.2} {:>9.2} {:>9.2} {:>9.3} {:>9.3} {:>6.1}",
+                name,
+                in_block,
+                layout.out_block(),
+                layout.in_block(),
+                layout.upload_cts(),
+                layout.upload_bytes() as f64 / 1e3,
+                layout.download_cts(),
+                packed_cts(&layout),
+                layout.download_bytes() as f64 / 1e3,
+                packed_download_bytes(&layout, &params) as f64 / 1e3,
+                packing_key_switches(&layout),
+                format!("{}x2^{bits}", gadget_digits(bits)),
+                apply.as_secs_f64() * 1e3,
+                apply_packed.as_secs_f64() * 1e3,
+                (apply_packed.saturating_sub(apply)).as_secs_f64() * 1e3,
+                decrypt.as_secs_f64() * 1e3,
+                decrypt_packed_time.as_secs_f64() * 1e3,
+                params.packed_worst_case_noise_sigmas(layout.out_block(), in_block, bits),
+            );
+            up += 30 * layout.upload_bytes();
+            down += 30 * packed_download_bytes(&layout, &params);
+            client += 30.0 * (encrypt + decrypt_packed_time).as_secs_f64();
+            miner += 30.0 * apply_packed.as_secs_f64();
+        }
+        println!(
+            "  in_block {in_block}, per SmolLM2 token packed: up {:.2} MB + down {:.2} MB = {:.2} MB, client enc+dec {:.0} ms, miner {:.0} ms (2 threads); \
+             Galois keys ({} automorphisms, 2^{digit_bits} digits) {:.0} KB once per session",
+            up as f64 / 1e6,
+            down as f64 / 1e6,
+            (up + down) as f64 / 1e6,
+            client * 1e3,
+            miner * 1e3,
+            exponents.len(),
+            galois_keys_bytes(exponents.len(), digit_bits) as f64 / 1e3,
+        );
+    }
 }

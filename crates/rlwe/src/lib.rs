@@ -36,15 +36,25 @@
 //! ```
 
 mod error;
+mod galois;
 mod matmul;
 mod ntt;
+mod packing;
 mod params;
 mod poly;
 mod rlwe;
 mod wire;
 
 pub use error::RlweError;
+pub use galois::{
+    GaloisKeys, MAX_DIGIT_BITS, MIN_DIGIT_BITS, gadget_digits, galois_keys_bytes,
+    key_switch_noise_proxy,
+};
 pub use matmul::{EncodedMatrix, MatrixLayout, decrypt_products, encrypt_vector};
+pub use packing::{
+    PackedCiphertext, decrypt_packed, packed_ciphertext_bytes, packed_cts, packed_download_bytes,
+    packing_digit_bits, packing_exponents, packing_key_switches,
+};
 pub use params::{
     CIPHERTEXT_MODULUS, ERROR_VARIANCE, MAX_LOG2_PLAINTEXT_MODULUS, MIN_NOISE_SIGMAS,
     MOD_SWITCH_HEADROOM_BITS, Params, RING_DEGREE, SECURITY_NOTE,

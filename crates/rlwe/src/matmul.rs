@@ -29,6 +29,9 @@ const VECTORS_PER_TASK: usize = 8;
 /// chunks of at most this many bytes, so a long prefill cannot exhaust the miner's memory.
 const TRANSFORMED_INPUTS_BUDGET_BYTES: usize = 64 << 20;
 
+/// A product ciphertext (a, b) mod q in coefficient form, before the mod switch.
+pub(crate) type RawCiphertext = (Vec<u64>, Vec<u64>);
+
 /// How an n_out x n_in product is cut into ciphertexts.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MatrixLayout {
@@ -150,7 +153,11 @@ impl MatrixLayout {
             .sum()
     }
 
-    fn check_params(&self, what: &'static str, params: &Params) -> Result<(), RlweError> {
+    pub(crate) fn check_params(
+        &self,
+        what: &'static str,
+        params: &Params,
+    ) -> Result<(), RlweError> {
         params.check_made_for(what, self.log2_t, self.upload_bits)
     }
 }
@@ -336,6 +343,48 @@ impl EncodedMatrix {
     /// inputs per vector, vector after vector). Each weight block is loaded once for the whole
     /// group while its accumulators stay in cache: a small GEMM rather than repeated GEMVs.
     fn output_block(&self, inputs: &[TransformedInput], out_index: usize) -> Vec<ResultCiphertext> {
+        self.output_block_raw(inputs, out_index)
+            .into_iter()
+            .map(|(acc_a, acc_b)| {
+                ResultCiphertext::switch_down(
+                    &self.params,
+                    self.layout.in_block,
+                    self.layout.out_block,
+                    self.layout.rows_in_block(out_index),
+                    &acc_a,
+                    &acc_b,
+                )
+            })
+            .collect()
+    }
+
+    /// Product ciphertexts (a, b) mod q in coefficient form, before the mod switch, for one
+    /// input vector: one per output block (for output packing, [`crate::packing`]).
+    pub(crate) fn raw_products(
+        &self,
+        inputs: &[UploadCiphertext],
+    ) -> Result<Vec<RawCiphertext>, RlweError> {
+        self.check_inputs(inputs)?;
+        let transformed: Vec<TransformedInput> =
+            inputs.par_iter().map(|ct| self.transform(ct)).collect();
+        Ok((0..self.layout.download_cts())
+            .into_par_iter()
+            .map(|out_index| {
+                self.output_block_raw(&transformed, out_index).pop().expect("one vector")
+            })
+            .collect())
+    }
+
+    pub(crate) fn params(&self) -> &Params {
+        &self.params
+    }
+
+    /// [`Self::output_block`] before the mod switch: (a, b) mod q, coefficient form.
+    fn output_block_raw(
+        &self,
+        inputs: &[TransformedInput],
+        out_index: usize,
+    ) -> Vec<RawCiphertext> {
         let ntt = self.params.ntt();
         let uploads = self.layout.upload_cts();
         let vectors = inputs.len() / uploads;
@@ -368,14 +417,7 @@ impl EncodedMatrix {
             .map(|(acc_a, acc_b)| {
                 ntt.inverse_unscaled(acc_a);
                 ntt.inverse_unscaled(acc_b);
-                ResultCiphertext::switch_down(
-                    &self.params,
-                    self.layout.in_block,
-                    self.layout.out_block,
-                    self.layout.rows_in_block(out_index),
-                    acc_a,
-                    acc_b,
-                )
+                (acc_a.to_vec(), acc_b.to_vec())
             })
             .collect()
     }

@@ -245,12 +245,37 @@ impl Params {
     /// ternary secret; decryption is exact while the total stays below Delta'/2 = 2^(h-1),
     /// minus 1 for the deterministic 2^h * m / q term.
     pub(crate) fn noise_sigmas(&self, weight_energy: f64) -> f64 {
+        self.noise_sigmas_with(weight_energy, 0.0)
+    }
+
+    /// Worst-case margin of a packed result (crate `packing`): the product noise of
+    /// `out_block` rows of the worst weights, plus the key-switch noise of packing
+    /// ciphertexts whose useful coefficients sit at stride `in_block` (a power of two, log2 =
+    /// L levels of the tree) with gadget digits of `digit_bits` bits. The noise a key switch
+    /// adds at level l is doubled by each of the L - l levels above it, so the proxy is
+    /// key_switch_noise_proxy(B) * (4^L - 1) / 3 in units of q; the product noise itself is not
+    /// amplified (the inputs are multiplied by in_block^-1 mod q first).
+    pub fn packed_worst_case_noise_sigmas(
+        &self,
+        out_block: usize,
+        in_block: usize,
+        digit_bits: u32,
+    ) -> f64 {
+        let levels = in_block.trailing_zeros() as i32;
+        let packing =
+            crate::galois::key_switch_noise_proxy(digit_bits) * (4f64.powi(levels) - 1.0) / 3.0;
+        self.noise_sigmas_with(out_block as f64 * self.worst_row_energy(), packing)
+    }
+
+    /// [`Self::noise_sigmas`] with `extra` more variance proxy in units of q (before the switch).
+    fn noise_sigmas_with(&self, weight_energy: f64, extra: f64) -> f64 {
         let result_modulus = 2f64.powi(self.result_modulus_bits() as i32);
         let scale = result_modulus / CIPHERTEXT_MODULUS as f64;
         let upload_rounding = (result_modulus / 2f64.powi(self.upload_bits as i32)).powi(2) / 12.0;
         // The miner's decompression rounds to an integer too: 1/12 more in units of q.
-        let fresh =
-            (scale * scale * (ERROR_VARIANCE + 1.0 / 12.0) + upload_rounding) * weight_energy;
+        let fresh = (scale * scale * (ERROR_VARIANCE + 1.0 / 12.0) + upload_rounding)
+            * weight_energy
+            + scale * scale * extra;
         // A rounding error uniform on [-1/2, 1/2] is strictly sub-Gaussian: proxy = variance = 1/12.
         let rounding = (RING_DEGREE as f64 + 1.0) / 12.0;
         let budget = 2f64.powi(MOD_SWITCH_HEADROOM_BITS as i32 - 1) - 1.0;

@@ -47,15 +47,22 @@ impl SecretKey {
         &self.params
     }
 
+    /// s in coefficient form, as residues mod q (for Galois key generation).
+    pub(crate) fn coefficients(&self) -> Vec<u64> {
+        let mut s = self.key_ntt_scaled.clone();
+        self.params.ntt().inverse_unscaled(&mut s);
+        s
+    }
+
     /// a * s in R_q, coefficient form in and out.
-    fn times_secret(&self, a: &[u64]) -> Vec<u64> {
+    pub(crate) fn times_secret(&self, a: &[u64]) -> Vec<u64> {
         let mut a_ntt = a.to_vec();
         self.params.ntt().forward(&mut a_ntt);
         self.times_secret_ntt(&a_ntt)
     }
 
     /// a * s in R_q from a in NTT form, coefficient form out.
-    fn times_secret_ntt(&self, a_ntt: &[u64]) -> Vec<u64> {
+    pub(crate) fn times_secret_ntt(&self, a_ntt: &[u64]) -> Vec<u64> {
         let ntt = self.params.ntt();
         let mut product = vec![0; RING_DEGREE];
         ntt.mul_accumulate(&mut product, a_ntt, &self.key_ntt_scaled);

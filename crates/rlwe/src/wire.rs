@@ -31,6 +31,21 @@ pub fn result_ciphertext_bytes(bits: u32, rows: usize) -> usize {
     RESULT_HEADER_BYTES + packed_len(RING_DEGREE + rows, bits)
 }
 
+/// [`pack`] for other modules (Galois keys, packed results).
+pub(crate) fn pack_values<'a>(values: impl Iterator<Item = &'a u64>, bits: u32, out: &mut Vec<u8>) {
+    pack(values, bits, out);
+}
+
+/// [`unpack`] for other modules.
+pub(crate) fn unpack_values(
+    bytes: &[u8],
+    count: usize,
+    bits: u32,
+    what: &'static str,
+) -> Result<Vec<u64>, RlweError> {
+    unpack(bytes, count, bits, what)
+}
+
 fn pack<'a>(values: impl Iterator<Item = &'a u64>, bits: u32, out: &mut Vec<u8>) {
     let mut buffer: u128 = 0;
     let mut filled = 0u32;
