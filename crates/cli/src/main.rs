@@ -4,8 +4,10 @@ mod bench;
 #[cfg(feature = "peer-candle")]
 mod candle_peer;
 mod chat;
+mod devnet;
 mod fetch;
 mod loaded;
+mod node;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -46,6 +48,11 @@ enum Command {
     /// Measure and print performance tables (also written to docs/BENCHMARKS.md).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Run a chain node (validator with JSON-RPC).
+    #[command(subcommand)]
+    Node(node::NodeCommand),
+    /// Start a local network of validators on loopback, resuming it if it exists.
+    Devnet(devnet::DevnetArgs),
 }
 
 #[derive(Subcommand)]
@@ -125,5 +132,7 @@ fn run(command: Command) -> Result<()> {
         Command::Miner(MinerCommand::Serve { model, listen }) => chat::serve_miner(&model, &listen),
         Command::Chat(args) => chat::run(args),
         Command::Bench(command) => bench::run(command),
+        Command::Node(command) => node::run(command),
+        Command::Devnet(args) => devnet::run(args),
     }
 }

@@ -1,0 +1,181 @@
+//! End to end across processes: `based devnet` starts four `based node run` processes on
+//! loopback; the test drives them only through JSON-RPC: heads advance on every node, a signed
+//! transfer changes balances everywhere, bad input gets clear errors, SIGTERM stops the whole
+//! network and a second `based devnet` resumes it from disk.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use based_rpc::client::{self, ClientError};
+use based_rpc::{codes, decode_hex, encode_hex};
+use based_types::{Call, Encode as _, SecretKey, Transaction, coins};
+use serde_json::{Value, json};
+
+const NODES: u16 = 4;
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A `based devnet` process, stopped with SIGTERM (then killed) when dropped.
+struct Devnet(Child);
+
+impl Devnet {
+    fn start(dir: &Path, p2p_port: u16, rpc_port: u16) -> Devnet {
+        let child = Command::new(env!("CARGO_BIN_EXE_based"))
+            .env("RUST_LOG", "warn")
+            .arg("devnet")
+            .arg("--dir")
+            .arg(dir)
+            .args(["--block-time-ms", "200"])
+            .args(["--p2p-port", &p2p_port.to_string(), "--rpc-port", &rpc_port.to_string()])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start based devnet");
+        Devnet(child)
+    }
+
+    fn terminate(&mut self) -> ExitStatus {
+        let pid = self.0.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            if let Some(status) = self.0.try_wait().expect("wait for devnet") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "devnet did not stop after SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Devnet {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let pid = self.0.id().to_string();
+            let _ = Command::new("kill").args(["-TERM", &pid]).status();
+            std::thread::sleep(Duration::from_secs(2));
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// A base port with `2 * NODES` free ports above it (p2p then RPC).
+fn free_ports() -> (u16, u16) {
+    let mut base = 20_000 + (std::process::id() % 2_000) as u16 * 16;
+    loop {
+        let free = (0..2 * NODES).all(|i| TcpListener::bind(("127.0.0.1", base + i)).is_ok());
+        if free {
+            return (base, base + NODES);
+        }
+        base = if base > 60_000 { 20_000 } else { base + 2 * NODES };
+    }
+}
+
+fn rpc_addresses(rpc_port: u16) -> Vec<SocketAddr> {
+    (0..NODES).map(|i| SocketAddr::from(([127, 0, 0, 1], rpc_port + i))).collect()
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + TIMEOUT;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn height(node: SocketAddr) -> Option<u64> {
+    client::call(node, "based_getHead", json!([])).ok()?["height"].as_u64()
+}
+
+fn account(node: SocketAddr, address: &str) -> Value {
+    client::call(node, "based_getAccount", json!([address])).expect("based_getAccount")
+}
+
+fn amount(value: &Value) -> u64 {
+    value.as_str().expect("amounts are strings").parse().expect("base units")
+}
+
+fn rpc_error(result: Result<Value, ClientError>) -> (i64, String) {
+    match result {
+        Err(ClientError::Rpc { code, message }) => (code, message),
+        other => panic!("expected an RPC error, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_devnet_finalizes_a_transfer_sent_over_rpc_and_resumes_after_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path().join("devnet");
+    let (p2p_port, rpc_port) = free_ports();
+    let nodes = rpc_addresses(rpc_port);
+    let mut devnet = Devnet::start(&dir, p2p_port, rpc_port);
+
+    for &node in &nodes {
+        wait_until("every node's head to pass height 2", || height(node).is_some_and(|h| h >= 2));
+    }
+
+    // The first dev account (its seed is in accounts.json) pays a fresh address.
+    let accounts: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("accounts.json")).unwrap()).unwrap();
+    let seed = decode_hex(accounts[0]["secret_seed"].as_str().unwrap()).unwrap();
+    let sender = SecretKey::from_seed(seed.try_into().unwrap());
+    let sender_address = sender.public_key().to_hex();
+    let recipient = SecretKey::from_seed([9; 32]).public_key();
+    let before = account(nodes[0], &sender_address);
+    let nonce = before["nonce"].as_u64().unwrap();
+    let (value, fee) = (coins(3) / 2, 1_000);
+    let call = Call::Transfer { to: recipient, amount: value };
+    let transfer =
+        Transaction { chain_id: 1337, signer: sender.public_key(), nonce, fee, call }.sign(&sender);
+    let hex = encode_hex(&transfer.to_bytes());
+    let sent = client::call(nodes[1], "based_sendTransaction", json!([hex])).unwrap();
+    assert_eq!(sent["hash"], transfer.hash().to_hex());
+
+    for &node in &nodes {
+        wait_until("the transfer to finalize on every node", || {
+            amount(&account(node, &recipient.to_hex())["balance"]) == value
+        });
+        let after = account(node, &sender_address);
+        assert_eq!(after["nonce"], nonce + 1);
+        assert_eq!(amount(&after["balance"]), amount(&before["balance"]) - value - fee);
+    }
+
+    // Bad input: clear errors, and the nodes keep running.
+    let (code, message) = rpc_error(client::call(nodes[2], "based_sendTransaction", json!([hex])));
+    assert_eq!(code, codes::TRANSACTION_REJECTED);
+    assert!(message.contains(&format!("nonce {nonce} is already used")), "{message}");
+    let (code, message) = rpc_error(client::call(nodes[2], "based_sendTransaction", json!(["zz"])));
+    assert_eq!(code, codes::INVALID_PARAMS);
+    assert!(message.contains("invalid hex digit"), "{message}");
+    let (code, message) =
+        rpc_error(client::call(nodes[2], "based_sendTransaction", json!(["00ff"])));
+    assert_eq!(code, codes::TRANSACTION_MALFORMED);
+    assert!(message.contains("does not decode"), "{message}");
+    let (code, _) = rpc_error(client::call(nodes[3], "based_getAccount", json!(["0x12"])));
+    assert_eq!(code, codes::INVALID_PARAMS);
+    let (code, _) = rpc_error(client::call(nodes[3], "eth_blockNumber", json!([])));
+    assert_eq!(code, codes::METHOD_NOT_FOUND);
+    let (status, body) = client::post(nodes[3], b"{\"jsonrpc\":").unwrap();
+    assert_eq!(status, 200);
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["error"]["code"], codes::PARSE_ERROR);
+    let (status, _) = client::post(nodes[3], &vec![b'['; 300 * 1024]).unwrap();
+    assert_eq!(status, 413);
+    let brain = client::call(nodes[0], "based_getBrain", json!([47])).unwrap();
+    assert_eq!(brain["owner"], accounts[0]["address"]);
+
+    // SIGTERM stops the devnet and its nodes; a second start resumes from disk.
+    let stopped_at = nodes.iter().filter_map(|&node| height(node)).max().unwrap();
+    assert!(devnet.terminate().success());
+    for &node in &nodes {
+        assert!(TcpStream::connect(node).is_err(), "{node} still answers after the devnet stopped");
+    }
+    let _devnet = Devnet::start(&dir, p2p_port, rpc_port);
+    for &node in &nodes {
+        wait_until("every node to resume past its old head", || {
+            height(node).is_some_and(|h| h > stopped_at)
+        });
+        assert_eq!(amount(&account(node, &recipient.to_hex())["balance"]), value);
+    }
+}
