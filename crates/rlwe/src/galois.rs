@@ -30,21 +30,25 @@ const N: usize = RING_DEGREE;
 pub const MIN_DIGIT_BITS: u32 = 4;
 pub const MAX_DIGIT_BITS: u32 = 27;
 
-/// Gadget digits needed to cover centred residues mod q (|v| <= (q-1)/2 < 2^53) with balanced
-/// base-2^B digits: ceil(54 / B).
+/// Gadget digits of a key switch with `digit_bits` = B: an approximate gadget. The lowest B
+/// bits of a(X^k) are rounded away (their term a_low s(X^k) is left as noise, proxy
+/// N 4^(B-1), about 1/(10.5 d) of the digits' noise) and the rest, |v| < 2^(53-B) + 1, is cut
+/// into balanced base-2^B digits 2^B, 2^2B, ...: ceil(54 / B) - 1 of them.
 pub fn gadget_digits(digit_bits: u32) -> usize {
-    CIPHERTEXT_MODULUS_BITS.div_ceil(digit_bits) as usize
+    CIPHERTEXT_MODULUS_BITS.div_ceil(digit_bits) as usize - 1
 }
 
 /// Sub-Gaussian proxy (variance bound, in units of q) of the noise one key switch adds:
-/// 10.5 * N * sum_i max|d_i|^2 with |d_i| <= 2^(B-1) for the low digits and the top digit
-/// bounded by what is left of 2^53.
+/// 10.5 N sum_i max|d_i|^2 (|d_i| <= 2^(B-1), the top digit at most what is left of 2^53,
+/// plus one) for the key errors, plus N 4^(B-1) for the rounded-away low bits times the
+/// ternary secret.
 pub fn key_switch_noise_proxy(digit_bits: u32) -> f64 {
-    let digits = gadget_digits(digit_bits);
-    let low = 4f64.powi(digit_bits as i32 - 1) * (digits - 1) as f64;
-    let top_bits = (CIPHERTEXT_MODULUS_BITS - 1).saturating_sub(digit_bits * (digits as u32 - 1));
+    let digits = gadget_digits(digit_bits) as u32;
+    let half_base = 4f64.powi(digit_bits as i32 - 1);
+    let low = half_base * f64::from(digits - 1);
+    let top_bits = (CIPHERTEXT_MODULUS_BITS - 1).saturating_sub(digit_bits * digits);
     let top = (2f64.powi(top_bits as i32) + 1.0).powi(2);
-    ERROR_VARIANCE * N as f64 * (low + top.min(4f64.powi(digit_bits as i32 - 1)))
+    ERROR_VARIANCE * N as f64 * (low + top) + N as f64 * half_base
 }
 
 /// sigma_k on a coefficient vector mod q: X^i -> X^(i k mod 2N), negated past N.
@@ -63,26 +67,33 @@ pub(crate) fn automorphism(poly: &[u64], k: usize) -> Vec<u64> {
     out
 }
 
-/// Balanced base-2^B digits of every coefficient: digit i of coefficient m at [i][m],
-/// as residues mod q.
+/// Balanced base-2^B digits of every coefficient above the lowest B bits (which are rounded
+/// away): digit i (weight 2^(B (i+1))) of coefficient m at [i][m], as residues mod q.
 fn decompose(poly: &[u64], digit_bits: u32) -> Vec<Vec<u64>> {
     let digits = gadget_digits(digit_bits);
     let mut out = vec![vec![0u64; N]; digits];
     let base = 1i64 << digit_bits;
     let half = base >> 1;
+    let residue = |d: i64| if d < 0 { (Q as i64 + d) as u64 } else { d as u64 };
     for (m, &c) in poly.iter().enumerate() {
         let mut value = centred(c, Q);
-        let (top, low) = out.split_last_mut().expect("at least one digit");
-        for digit in low {
+        // Round away the lowest digit.
+        let mut low = value & (base - 1);
+        if low >= half {
+            low -= base;
+        }
+        value = (value - low) >> digit_bits;
+        let (top, rest) = out.split_last_mut().expect("at least one digit");
+        for digit in rest {
             let mut d = value & (base - 1);
             if d >= half {
                 d -= base;
             }
-            digit[m] = to_residue(d);
+            digit[m] = residue(d);
             value = (value - d) >> digit_bits;
         }
-        // What is left (|value| < 2^(53 - B (digits - 1)) + 1 <= 2^(B-1) + 1) is the top digit.
-        top[m] = to_residue(value);
+        // What is left (|value| < 2^(53 - B digits) + 1 <= 2^(B-1) + 1) is the top digit.
+        top[m] = residue(value);
     }
     out
 }
@@ -158,7 +169,7 @@ impl GaloisKeys {
                 rng.fill_bytes(&mut noise_seed);
                 let mut noise = ChaCha12Rng::from_seed(noise_seed);
                 let a_times_s = key.times_secret_ntt(&expand_mask_ntt(&seed));
-                let gadget = ((1u128 << (digit_bits as usize * i)) % u128::from(Q)) as u64;
+                let gadget = ((1u128 << (digit_bits as usize * (i + 1))) % u128::from(Q)) as u64;
                 let b = a_times_s
                     .iter()
                     .zip(&rotated)
@@ -406,11 +417,13 @@ mod tests {
             for m in 0..N {
                 let mut value = 0u128;
                 for (i, digit) in digits.iter().enumerate() {
-                    let g = (1u128 << (bits as usize * i)) % u128::from(Q);
+                    let g = (1u128 << (bits as usize * (i + 1))) % u128::from(Q);
                     value = (value + g * u128::from(digit[m])) % u128::from(Q);
                     assert!(centred(digit[m], Q).unsigned_abs() <= (1 << (bits - 1)) + 1);
                 }
-                assert_eq!(value as u64, poly[m], "{bits} bits, coefficient {m}");
+                // The recomposition misses only the rounded-away low digit.
+                let missing = centred(sub_mod_q(poly[m], value as u64), Q);
+                assert!(missing.unsigned_abs() <= 1 << (bits - 1), "{bits} bits: {missing}");
             }
         }
     }

@@ -56,8 +56,8 @@ pub use packing::{
     packing_digit_bits, packing_exponents, packing_key_switches,
 };
 pub use params::{
-    CIPHERTEXT_MODULUS, ERROR_VARIANCE, MAX_LOG2_PLAINTEXT_MODULUS, MIN_NOISE_SIGMAS,
-    MOD_SWITCH_HEADROOM_BITS, Params, RING_DEGREE, SECURITY_NOTE,
+    CIPHERTEXT_MODULUS, ERROR_VARIANCE, MAX_LOG2_PLAINTEXT_MODULUS, MAX_PACKED_HEADROOM_BITS,
+    MIN_NOISE_SIGMAS, MOD_SWITCH_HEADROOM_BITS, Params, RING_DEGREE, SECURITY_NOTE,
 };
 pub use rlwe::{ResultCiphertext, SecretKey, UploadCiphertext};
 pub use wire::{result_ciphertext_bytes, upload_ciphertext_bytes};

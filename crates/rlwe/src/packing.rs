@@ -20,7 +20,7 @@ use crate::error::RlweError;
 use crate::galois::GaloisKeys;
 use crate::matmul::{EncodedMatrix, MatrixLayout};
 use crate::params::{
-    CIPHERTEXT_MODULUS, MIN_NOISE_SIGMAS, MOD_SWITCH_HEADROOM_BITS, Params, RING_DEGREE,
+    CIPHERTEXT_MODULUS, MAX_PACKED_HEADROOM_BITS, MIN_NOISE_SIGMAS, Params, RING_DEGREE,
 };
 use crate::poly::{add_mod_q, centred, sub_mod_q, switch_to_power_of_two, to_residue};
 use crate::rlwe::{SecretKey, UploadCiphertext};
@@ -88,7 +88,10 @@ fn group_positions(layout: &MatrixLayout, group: usize) -> Vec<(usize, usize)> {
 pub fn packed_download_bytes(layout: &MatrixLayout, params: &Params) -> usize {
     (0..packed_cts(layout))
         .map(|g| {
-            packed_ciphertext_bytes(params.result_modulus_bits(), group_positions(layout, g).len())
+            packed_ciphertext_bytes(
+                params.packed_result_modulus_bits(),
+                group_positions(layout, g).len(),
+            )
         })
         .sum()
 }
@@ -210,7 +213,7 @@ pub(crate) fn pack_results(
     for _ in 0..packed_cts(layout) {
         groups.push((0..s).map(|_| iter.next()).collect());
     }
-    let bits = params.result_modulus_bits();
+    let bits = params.packed_result_modulus_bits();
     groups
         .into_par_iter()
         .enumerate()
@@ -264,7 +267,8 @@ pub fn decrypt_packed(
     }
     let bound = max_abs_product.min(params.product_bound());
     let t = params.plaintext_modulus();
-    let result_modulus = 1u64 << params.result_modulus_bits();
+    let result_modulus = 1u64 << params.packed_result_modulus_bits();
+    let headroom = params.packed_headroom_bits();
     let mut products = vec![0i64; layout.n_out()];
     for (group, ct) in results.iter().enumerate() {
         let positions = group_positions(layout, group);
@@ -291,8 +295,7 @@ pub fn decrypt_packed(
         for (&(position, row), &b) in positions.iter().zip(&ct.b) {
             let a_s = centred(a_times_s[position], Q);
             let phase = (b as i64).wrapping_add(a_s) as u64 & (result_modulus - 1);
-            let rounded =
-                (phase + (1 << (MOD_SWITCH_HEADROOM_BITS - 1))) >> MOD_SWITCH_HEADROOM_BITS;
+            let rounded = (phase + (1 << (headroom - 1))) >> headroom;
             let value = centred(rounded & (t - 1), t);
             if value.unsigned_abs() > bound {
                 return Err(RlweError::ResultOutOfBound { index: row, value, bound });
@@ -317,7 +320,7 @@ impl PackedCiphertext {
     /// "BP", version 1, log2 N, log2 t, in_block, out_block, rows (u16 LE), a' (N values),
     /// b' (rows values), at log2 q' bits each.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let bits = self.log2_t + MOD_SWITCH_HEADROOM_BITS;
+        let bits = self.log2_t + MAX_PACKED_HEADROOM_BITS.min(42 - self.log2_t);
         let mut out = Vec::with_capacity(packed_ciphertext_bytes(bits, self.rows()));
         out.extend_from_slice(&PACKED_MAGIC);
         out.extend_from_slice(&[PACKED_VERSION, N.ilog2() as u8, self.log2_t as u8]);
@@ -362,7 +365,7 @@ impl PackedCiphertext {
                 ),
             });
         }
-        let bits = params.result_modulus_bits();
+        let bits = params.packed_result_modulus_bits();
         let expected = packed_ciphertext_bytes(bits, rows);
         if bytes.len() != expected {
             return Err(RlweError::WrongByteLength {
@@ -464,7 +467,8 @@ mod tests {
             let uploads = encrypt_vector(&key, &layout, &x, &mut rng).unwrap();
             let packed = matrix.apply_packed(&uploads, &keys).unwrap();
             let products = plain_products(&weights, &x);
-            let result_modulus = 1u64 << params.result_modulus_bits();
+            let result_modulus = 1u64 << params.packed_result_modulus_bits();
+            let headroom = params.packed_headroom_bits();
             let mut noise = Vec::new();
             for (group, ct) in packed.iter().enumerate() {
                 let lifted: Vec<u64> =
@@ -472,7 +476,7 @@ mod tests {
                 let a_s = key.times_secret(&lifted);
                 for (&(p, row), &b) in group_positions(&layout, group).iter().zip(&ct.b) {
                     let phase = (b as i64).wrapping_add(centred(a_s[p], Q)) as u64;
-                    let scaled = (products[row] << MOD_SWITCH_HEADROOM_BITS) as u64;
+                    let scaled = (products[row] << headroom) as u64;
                     noise.push(centred(
                         phase.wrapping_sub(scaled) & (result_modulus - 1),
                         result_modulus,
@@ -481,8 +485,9 @@ mod tests {
             }
             let std =
                 (noise.iter().map(|&e| (e * e) as f64).sum::<f64>() / noise.len() as f64).sqrt();
+            let budget = f64::from((1u32 << (headroom - 1)) - 1);
             let model_std =
-                127.0 / params.packed_worst_case_noise_sigmas(out_block, in_block, bits);
+                budget / params.packed_worst_case_noise_sigmas(out_block, in_block, bits);
             let largest = noise.iter().map(|e| e.unsigned_abs()).max().unwrap();
             println!(
                 "{n_out} x {n_in} at {in_block}: digits 2^{bits}, std {std:.1}, model {model_std:.1}, largest {largest}"

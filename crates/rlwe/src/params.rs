@@ -25,6 +25,14 @@ pub const MAX_LOG2_PLAINTEXT_MODULUS: u32 = 32;
 /// noise, 8 * sqrt((N+1)/12) ~ 105 for any ternary secret, plus the scaled-down product noise.
 pub const MOD_SWITCH_HEADROOM_BITS: u32 = 8;
 
+/// Packed results (crate `packing`) are switched to q'' = t * 2^h with h up to this. The
+/// mod switch's rounding noise (std <= 13.1 in units of q'') does not grow with h, the
+/// key-switch noise does (x2 per bit, in units of q''), as does the budget 2^(h-1): with two
+/// more bits than unpacked results the rounding no longer eats most of the budget and the key
+/// switches can use one more bit per gadget digit (4 digits instead of 5 at s = 64; more bits
+/// gain nothing). Capped by N q'' < q (decryption lifts a'' s exactly): h <= 42 - log2 t.
+pub const MAX_PACKED_HEADROOM_BITS: u32 = 10;
+
 /// Uploads send b rounded to this many top bits at most (b is uniform mod q, so the rounding
 /// error is a uniform extra error on the upload; it is not multiplied by the secret).
 pub const MAX_UPLOAD_BITS: u32 = CIPHERTEXT_MODULUS_BITS;
@@ -170,6 +178,16 @@ impl Params {
         self.log2_t
     }
 
+    /// Headroom bits h of packed results: q'' = t * 2^h (see [`MAX_PACKED_HEADROOM_BITS`]).
+    pub fn packed_headroom_bits(&self) -> u32 {
+        MAX_PACKED_HEADROOM_BITS.min(42 - self.log2_t)
+    }
+
+    /// log2 q'' of packed results.
+    pub fn packed_result_modulus_bits(&self) -> u32 {
+        self.log2_t + self.packed_headroom_bits()
+    }
+
     /// log2 q': results travel modulo q' = t * 2^MOD_SWITCH_HEADROOM_BITS, packed at this width.
     pub fn result_modulus_bits(&self) -> u32 {
         self.log2_t + MOD_SWITCH_HEADROOM_BITS
@@ -245,7 +263,7 @@ impl Params {
     /// ternary secret; decryption is exact while the total stays below Delta'/2 = 2^(h-1),
     /// minus 1 for the deterministic 2^h * m / q term.
     pub(crate) fn noise_sigmas(&self, weight_energy: f64) -> f64 {
-        self.noise_sigmas_with(weight_energy, 0.0)
+        self.noise_sigmas_with(weight_energy, 0.0, MOD_SWITCH_HEADROOM_BITS)
     }
 
     /// Worst-case margin of a packed result (crate `packing`): the product noise of
@@ -264,12 +282,16 @@ impl Params {
         let levels = in_block.trailing_zeros() as i32;
         let packing =
             crate::galois::key_switch_noise_proxy(digit_bits) * (4f64.powi(levels) - 1.0) / 3.0;
-        self.noise_sigmas_with(out_block as f64 * self.worst_row_energy(), packing)
+        self.noise_sigmas_with(
+            out_block as f64 * self.worst_row_energy(),
+            packing,
+            self.packed_headroom_bits(),
+        )
     }
 
     /// [`Self::noise_sigmas`] with `extra` more variance proxy in units of q (before the switch).
-    fn noise_sigmas_with(&self, weight_energy: f64, extra: f64) -> f64 {
-        let result_modulus = 2f64.powi(self.result_modulus_bits() as i32);
+    fn noise_sigmas_with(&self, weight_energy: f64, extra: f64, headroom_bits: u32) -> f64 {
+        let result_modulus = 2f64.powi((self.log2_t + headroom_bits) as i32);
         let scale = result_modulus / CIPHERTEXT_MODULUS as f64;
         let upload_rounding = (result_modulus / 2f64.powi(self.upload_bits as i32)).powi(2) / 12.0;
         // The miner's decompression rounds to an integer too: 1/12 more in units of q.
@@ -278,7 +300,7 @@ impl Params {
             + scale * scale * extra;
         // A rounding error uniform on [-1/2, 1/2] is strictly sub-Gaussian: proxy = variance = 1/12.
         let rounding = (RING_DEGREE as f64 + 1.0) / 12.0;
-        let budget = 2f64.powi(MOD_SWITCH_HEADROOM_BITS as i32 - 1) - 1.0;
+        let budget = 2f64.powi(headroom_bits as i32 - 1) - 1.0;
         budget / (fresh + rounding).sqrt()
     }
 }
