@@ -141,6 +141,29 @@ fn a_devnet_finalizes_a_transfer_sent_over_rpc_and_resumes_after_sigterm() {
         assert_eq!(amount(&after["balance"]), amount(&before["balance"]) - value - fee);
     }
 
+    // The same through the CLI: `based transfer` waits for finality, `based query` reads.
+    let rpc = format!("http://{}", nodes[2]);
+    let recipient_hex = recipient.to_hex();
+    let cli = |args: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_based")).args(args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "based {args:?} failed: {stderr}");
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let args = ["--dev-account", "1", "--to", &recipient_hex, "--amount", "2", "--rpc", &rpc];
+    let printed = cli(&[&["transfer"], &args[..]].concat());
+    assert!(printed.contains("finalized at height"), "{printed}");
+    let printed = cli(&["query", "account", &recipient_hex, "--rpc", &rpc]);
+    let queried: Value = serde_json::from_str(&printed).unwrap();
+    let value = value + coins(2);
+    assert_eq!(amount(&queried["balance"]), value);
+    let refused = Command::new(env!("CARGO_BIN_EXE_based"))
+        .args(["transfer", "--dev-account", "1", "--to", "12", "--amount", "1", "--rpc", &rpc])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("address must be 64 hex digits"));
+
     // Bad input: clear errors, and the nodes keep running.
     let (code, message) = rpc_error(client::call(nodes[2], "based_sendTransaction", json!([hex])));
     assert_eq!(code, codes::TRANSACTION_REJECTED);

@@ -3,6 +3,7 @@
 mod bench;
 #[cfg(feature = "peer-candle")]
 mod candle_peer;
+mod chain;
 mod chat;
 mod devnet;
 mod fetch;
@@ -53,6 +54,11 @@ enum Command {
     Node(node::NodeCommand),
     /// Start a local network of validators on loopback, resuming it if it exists.
     Devnet(devnet::DevnetArgs),
+    /// Read chain state from a node's JSON-RPC.
+    #[command(subcommand)]
+    Query(chain::QueryCommand),
+    /// Send BASED to an address and wait until the transfer is final.
+    Transfer(chain::TransferArgs),
 }
 
 #[derive(Subcommand)]
@@ -134,5 +140,7 @@ fn run(command: Command) -> Result<()> {
         Command::Bench(command) => bench::run(command),
         Command::Node(command) => node::run(command),
         Command::Devnet(args) => devnet::run(args),
+        Command::Query(command) => chain::query(command),
+        Command::Transfer(args) => chain::transfer(args),
     }
 }

@@ -13,7 +13,7 @@ const MAX_RESPONSE_BYTES: u64 = 16 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("cannot reach the node at {address}: {source}")]
+    #[error("cannot reach the node at {address}")]
     Io { address: SocketAddr, source: std::io::Error },
     #[error("the node answered with something that is not JSON-RPC: {0}")]
     Malformed(String),
