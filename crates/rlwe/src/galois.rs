@@ -1,13 +1,14 @@
 //! Automorphisms X -> X^k (odd k) of R_q and key switching with Galois keys.
 //!
-//! A Galois key for k is a gadget vector of RLWE samples under s that encrypt 2^(B i) s(X^k):
-//! (a_i, b_i = -a_i s + e_i + 2^(B i) s(X^k)), i < digits, with a_i expanded from a seed. To
-//! switch sigma_k(ct) = (a(X^k), b(X^k)), which decrypts under s(X^k), back to s, a(X^k) is cut
-//! into balanced base-2^B digits d_i (|d_i| <= 2^(B-1)) and
-//! (a', b') = (sum d_i a_i, b(X^k) + sum d_i b_i): b' + a' s = b(X^k) + a(X^k) s(X^k) + sum d_i e_i.
-//! The added noise sum_i d_i e_i is, given the digits, a weighted sum of independent CBD(21)
-//! coefficients: sub-Gaussian with proxy 10.5 * N * sum_i max|d_i|^2 (see
-//! [`key_switch_noise_proxy`]). There is no special prime (q already uses the whole 54 bits the
+//! A Galois key for k is a gadget vector of RLWE samples under s that encrypt 2^(B (i+1)) s(X^k):
+//! (a_i, b_i = -a_i s + e_i + 2^(B (i+1)) s(X^k)), i < digits, with a_i expanded from a seed.
+//! To switch sigma_k(ct) = (a(X^k), b(X^k)), which decrypts under s(X^k), back to s, the lowest
+//! B bits of a(X^k) are rounded away (approximate gadget), the rest is cut into balanced
+//! base-2^B digits d_i (|d_i| <= 2^(B-1)) and
+//! (a', b') = (sum d_i a_i, b(X^k) + sum d_i b_i), so that b' + a' s equals
+//! b(X^k) + a(X^k) s(X^k) minus a_low(X) s(X^k) plus sum d_i e_i. The added noise sum_i d_i e_i
+//! is, given the digits, a weighted sum of independent CBD(21) coefficients: sub-Gaussian with proxy 10.5 * N * sum_i max|d_i|^2 (see
+//! [`key_switch_noise_proxy`], which adds N 4^(B-1) for the rounded-away low bits). There is no special prime (q already uses the whole 54 bits the
 //! 128-bit table allows at N = 2048), so the digit base B is what keeps that noise small.
 
 use rand_chacha::ChaCha12Rng;

@@ -12,7 +12,8 @@
 //! The factor 2^L = s multiplies message and product noise alike; it is removed by multiplying
 //! every input by s^-1 mod q beforehand (q is odd: this is exact, and the product noise is not
 //! amplified). Only the key-switch noise grows: see [`Params::packed_worst_case_noise_sigmas`].
-//! Then the packed ciphertext is switched to q' like an unpacked result.
+//! Then the packed ciphertext is switched to q'' = t 2^h, h = [`Params::packed_headroom_bits`]
+//! (10 for SmolLM2: two bits more than unpacked results, for wider gadget digits).
 
 use rayon::prelude::*;
 
