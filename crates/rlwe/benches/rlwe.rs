@@ -209,7 +209,7 @@ fn packing_rows(budget: Duration) {
     let a: Vec<u64> =
         (0..RING_DEGREE as u64).map(|i| (i * 0x9e37_79b9) % CIPHERTEXT_MODULUS).collect();
     let b = a.clone();
-    for bits in [8u32, 9, 10] {
+    for bits in [8u32, 9, 10, 11] {
         let keys = GaloisKeys::generate(&key576, &[65], bits, &mut rng).expect("keys");
         let switch = best_time(budget, || {
             black_box(keys.apply_automorphism(65, &a, &b).expect("switch"));

@@ -158,8 +158,14 @@ impl GaloisKeys {
         let secret = key.coefficients();
         let digits = gadget_digits(digit_bits);
         let mut keys = Vec::with_capacity(exponents.len());
-        for &k in exponents {
+        for (index, &k) in exponents.iter().enumerate() {
             check_exponent(k)?;
+            if exponents[..index].contains(&k) {
+                return Err(RlweError::LayoutMismatch {
+                    what: "Galois keys",
+                    detail: format!("two keys for X -> X^{k}"),
+                });
+            }
             let rotated = automorphism(&secret, k);
             let mut seeds = Vec::with_capacity(digits);
             let mut bs = Vec::with_capacity(digits);
@@ -494,5 +500,6 @@ mod tests {
         assert!(GaloisKeys::from_bytes(&params, &big).is_err());
         assert!(GaloisKeys::generate(&key, &[4], 11, &mut rng).is_err());
         assert!(GaloisKeys::generate(&key, &[5], 2, &mut rng).is_err());
+        assert!(GaloisKeys::generate(&key, &[5, 7, 5], 11, &mut rng).is_err());
     }
 }
