@@ -69,7 +69,11 @@ pub fn run(command: BenchCommand) -> Result<()> {
         }
         BenchCommand::State(args) => {
             eprintln!("measuring the state machine (takes a few seconds)");
-            let table = based_state::bench::run().to_markdown();
+            let table = format!(
+                "## Protocol state machine\n\n`based bench state` on {}, one run.\n\n{}",
+                machine(),
+                based_state::bench::run().to_markdown()
+            );
             publish(&args.out, "state", &table)
         }
     }
@@ -259,6 +263,7 @@ fn bench_zkllm(args: &ZkllmBenchArgs) -> Result<String> {
             1.0 / plain_decode
         ),
     );
+    row("miner aggregate decode throughput", throughput.join("; "));
     row(
         "miner: weight encoding",
         format!(
@@ -294,6 +299,11 @@ fn bench_zkllm(args: &ZkllmBenchArgs) -> Result<String> {
     for (what, value) in &rows {
         writeln!(table, "| {what} | {value} |")?;
     }
+    writeln!(
+        table,
+        "\nThe simultaneous chats' clients run on the same 2 cores as the miner, so the aggregate \
+         figure understates what a miner alone would serve."
+    )?;
     writeln!(
         table,
         "\nOne encrypted product per linear stage (layer 0, one token), against the same integer product in plaintext:\n"
