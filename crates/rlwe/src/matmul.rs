@@ -500,17 +500,17 @@ pub fn decrypt_products(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::params::MAX_ABS_WEIGHT;
     use rand_chacha::ChaCha20Rng;
     use rand_core::{RngCore, SeedableRng};
 
-    fn random_i8(rng: &mut ChaCha20Rng, len: usize, low: i8) -> Vec<i8> {
+    pub(crate) fn random_i8(rng: &mut ChaCha20Rng, len: usize, low: i8) -> Vec<i8> {
         (0..len).map(|_| (rng.next_u32() as u8 as i8).max(low)).collect()
     }
 
-    fn plain_products(weights: &[i8], x: &[i8]) -> Vec<i64> {
+    pub(crate) fn plain_products(weights: &[i8], x: &[i8]) -> Vec<i64> {
         weights
             .chunks_exact(x.len())
             .map(|row| row.iter().zip(x).map(|(&w, &v)| i64::from(w) * i64::from(v)).sum())

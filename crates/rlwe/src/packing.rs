@@ -386,20 +386,10 @@ impl PackedCiphertext {
 mod tests {
     use super::*;
     use crate::matmul::encrypt_vector;
+    use crate::matmul::tests::{plain_products, random_i8};
     use crate::params::{MAX_ABS_INPUT, MAX_ABS_WEIGHT};
     use rand_chacha::ChaCha20Rng;
     use rand_core::{RngCore, SeedableRng};
-
-    fn random_i8(rng: &mut ChaCha20Rng, len: usize, low: i8) -> Vec<i8> {
-        (0..len).map(|_| (rng.next_u32() as u8 as i8).max(low)).collect()
-    }
-
-    fn plain_products(weights: &[i8], x: &[i8]) -> Vec<i64> {
-        weights
-            .chunks_exact(x.len())
-            .map(|row| row.iter().zip(x).map(|(&w, &v)| i64::from(w) * i64::from(v)).sum())
-            .collect()
-    }
 
     fn packed_shape(n_out: usize, n_in: usize, in_block: usize, extreme: bool) {
         let mut rng = ChaCha20Rng::seed_from_u64((n_out * 7 + n_in) as u64);
