@@ -45,10 +45,16 @@ pub struct LoadedModel {
 
 impl LoadedModel {
     /// The recommended squeezed model: [`SqueezedModel::calibrated`] on the first
-    /// [`CALIBRATION_TOKENS`] tokens of [`CALIBRATION_TEXT`].
+    /// [`CALIBRATION_TOKENS`] tokens of [`CALIBRATION_TEXT`], sent as a user turn of the chat
+    /// template. The template matters: its special tokens drive activation channels that plain
+    /// prose never does, and factors calibrated on prose alone amplify those channels until a
+    /// chat's first tokens lose their 8-bit resolution (SmolLM2 then misanswers the README's
+    /// question).
     pub fn squeeze(&self) -> Result<SqueezedModel, ModelError> {
-        let tokens = self.tokenizer.encode(CALIBRATION_TEXT)?;
-        SqueezedModel::calibrated(&self.model, &tokens[..tokens.len().min(CALIBRATION_TOKENS)])
+        let prose = self.tokenizer.encode(CALIBRATION_TEXT)?;
+        let excerpt = self.tokenizer.decode(&prose[..prose.len().min(CALIBRATION_TOKENS)])?;
+        let tokens = self.tokenizer.encode_chat(DEFAULT_SYSTEM_PROMPT, &excerpt)?;
+        SqueezedModel::calibrated(&self.model, &tokens)
             .map_err(|e| ModelError::Calibration(e.to_string()))
     }
 
