@@ -54,8 +54,9 @@ pub struct ZkllmBenchArgs {
     /// Numbers of simultaneous chats for the miner throughput measurement.
     #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
     pub concurrent_chats: Vec<usize>,
-    /// Tokens of the evaluation text used for perplexity.
-    #[arg(long, default_value_t = 256)]
+    /// Tokens of the evaluation text used for perplexity (default: all of it; a few hundred
+    /// tokens give figures that move by a percent between neighbouring lengths).
+    #[arg(long, default_value_t = usize::MAX)]
     pub perplexity_tokens: usize,
     #[command(flatten)]
     pub output: OutputArgs,
