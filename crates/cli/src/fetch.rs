@@ -140,7 +140,7 @@ fn install_verified(model: &KnownModel, mut source: impl Read, target: &Path) ->
     bar.finish_and_clear();
     out.sync_all()?;
     drop(out);
-    let digest = hex(&hasher.finalize());
+    let digest = based_zkllm::hex(&hasher.finalize());
     if total != model.size || digest != model.sha256 {
         let _ = std::fs::remove_file(&partial);
         bail!(
@@ -161,7 +161,7 @@ pub fn verify_file(model: &KnownModel, path: &Path) -> Result<()> {
     let mut hasher = Sha256::new();
     let total = io::copy(&mut bar.wrap_read(&mut file), &mut hasher)?;
     bar.finish_and_clear();
-    let digest = hex(&hasher.finalize());
+    let digest = based_zkllm::hex(&hasher.finalize());
     if total != model.size || digest != model.sha256 {
         bail!(
             "cached {} is corrupt ({total} bytes, sha256 {digest}); delete it and fetch again",
@@ -180,8 +180,4 @@ fn byte_progress(len: u64, message: &str) -> ProgressBar {
     );
     bar.set_message(message.to_string());
     bar
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -54,10 +54,6 @@ impl MinerModel {
         Ok(Self { identity, params, layers })
     }
 
-    pub fn identity(&self) -> &ModelIdentity {
-        &self.identity
-    }
-
     /// Bytes held by the encoded weights: the miner's memory cost of the model.
     pub fn encoded_bytes(&self) -> usize {
         self.layers.iter().flatten().map(|s| s.matrix.memory_bytes()).sum()

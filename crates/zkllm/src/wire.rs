@@ -88,7 +88,7 @@ const TAG_RESULTS: u8 = 4;
 const TAG_ERROR: u8 = 5;
 const TAG_BYE: u8 = 6;
 
-pub fn stage_code(stage: Stage) -> u8 {
+fn stage_code(stage: Stage) -> u8 {
     match stage {
         Stage::Qkv => 0,
         Stage::AttnOut => 1,
