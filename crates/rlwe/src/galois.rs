@@ -28,7 +28,7 @@ const Q: u64 = CIPHERTEXT_MODULUS;
 const N: usize = RING_DEGREE;
 
 /// Smallest and largest supported digit base (bits per gadget digit).
-pub const MIN_DIGIT_BITS: u32 = 4;
+pub const MIN_DIGIT_BITS: u32 = 1;
 pub const MAX_DIGIT_BITS: u32 = 27;
 
 /// Gadget digits of a key switch with `digit_bits` = B: an approximate gadget. The lowest B
@@ -70,7 +70,7 @@ pub(crate) fn automorphism(poly: &[u64], k: usize) -> Vec<u64> {
 
 /// Balanced base-2^B digits of every coefficient above the lowest B bits (which are rounded
 /// away): digit i (weight 2^(B (i+1))) of coefficient m at [i][m], as residues mod q.
-fn decompose(poly: &[u64], digit_bits: u32) -> Vec<Vec<u64>> {
+pub(crate) fn decompose(poly: &[u64], digit_bits: u32) -> Vec<Vec<u64>> {
     let digits = gadget_digits(digit_bits);
     let mut out = vec![vec![0u64; N]; digits];
     let base = 1i64 << digit_bits;
@@ -206,6 +206,13 @@ impl GaloisKeys {
     /// Serialised size: header + per key (k, then per digit a 32-byte seed and N 54-bit b).
     pub fn byte_len(&self) -> usize {
         galois_keys_bytes(self.keys.len(), self.digit_bits)
+    }
+
+    /// The key for `k` as (NTT(a_i) N^-1, NTT(b_i) N^-1) per digit, for key switches done
+    /// directly in NTT form (crate `rhombus`).
+    pub(crate) fn key_ntt(&self, k: usize) -> Result<(&[Vec<u64>], &[Vec<u64>]), RlweError> {
+        let key = self.key(k)?;
+        Ok((&key.a_ntt, &key.b_ntt))
     }
 
     fn key(&self, k: usize) -> Result<&GaloisKey, RlweError> {

@@ -42,6 +42,7 @@ mod ntt;
 mod packing;
 mod params;
 mod poly;
+mod rhombus;
 mod rlwe;
 mod wire;
 
@@ -58,6 +59,10 @@ pub use packing::{
 pub use params::{
     CIPHERTEXT_MODULUS, ERROR_VARIANCE, MAX_LOG2_PLAINTEXT_MODULUS, MAX_PACKED_HEADROOM_BITS,
     MIN_NOISE_SIGMAS, MOD_SWITCH_HEADROOM_BITS, Params, RING_DEGREE, SECURITY_NOTE,
+};
+pub use rhombus::{
+    RhombusKeys, RhombusMatrix, RhombusPlan, RhombusResult, RhombusUpload, rhombus_decrypt,
+    rhombus_encrypt, rhombus_result_bytes, rhombus_upload_bytes, rhombus_worst_case_noise_sigmas,
 };
 pub use rlwe::{ResultCiphertext, SecretKey, UploadCiphertext};
 pub use wire::{result_ciphertext_bytes, upload_ciphertext_bytes};

@@ -249,7 +249,7 @@ impl Params {
     }
 
     /// sum_k W[r][k]^2 <= max|w| * |W_r|_1 <= (127/128) * bound for every row inside the bound.
-    fn worst_row_energy(&self) -> f64 {
+    pub(crate) fn worst_row_energy(&self) -> f64 {
         (MAX_ABS_WEIGHT as f64 / MAX_ABS_INPUT as f64) * self.product_bound as f64
     }
 
@@ -289,11 +289,61 @@ impl Params {
         )
     }
 
+    /// Margin of a Rhombus result (crate `rhombus`), in standard deviations, in units of
+    /// q'' = t 2^packed_headroom_bits. The three miner-side noise sources, in units of q:
+    ///
+    /// * `fresh_energy`: sum of the squares of the integers that multiply the upload's error
+    ///   coefficients (each meets one: g0^2 times the energy of the rows of one accumulator
+    ///   congruent mod g0, see the crate README), times var(e) plus the upload rounding;
+    /// * `input_key_switch_energy`: sum over the g0 - 1 input conjugates of |omega'_j|^2, the
+    ///   squared norms of the twisted weight polynomials that multiply each conjugate's
+    ///   key-switch noise (proxy [`crate::key_switch_noise_proxy`]`(input_digit_bits)` per
+    ///   coefficient, the coefficients treated as independent: the standard heuristic);
+    /// * the output tree: `tree_levels` levels of key switches, level l's noise doubled by the
+    ///   levels above it: proxy key_switch_noise_proxy(tree_digit_bits) (4^L - 1) / 3.
+    ///
+    /// Plus the rounding of the switch to q'', (N + 1)/12.
+    #[allow(clippy::too_many_arguments)]
+    pub fn rhombus_noise_sigmas(
+        &self,
+        upload_bits: u32,
+        fresh_energy: f64,
+        input_key_switch_energy: f64,
+        input_digit_bits: u32,
+        tree_levels: u32,
+        tree_digit_bits: u32,
+    ) -> f64 {
+        let input = if input_key_switch_energy > 0.0 {
+            crate::galois::key_switch_noise_proxy(input_digit_bits) * input_key_switch_energy
+        } else {
+            0.0
+        };
+        let tree = crate::galois::key_switch_noise_proxy(tree_digit_bits)
+            * (4f64.powi(tree_levels as i32) - 1.0)
+            / 3.0;
+        self.noise_sigmas_general(
+            fresh_energy,
+            input + tree,
+            self.packed_headroom_bits(),
+            upload_bits,
+        )
+    }
+
     /// [`Self::noise_sigmas`] with `extra` more variance proxy in units of q (before the switch).
     fn noise_sigmas_with(&self, weight_energy: f64, extra: f64, headroom_bits: u32) -> f64 {
+        self.noise_sigmas_general(weight_energy, extra, headroom_bits, self.upload_bits)
+    }
+
+    fn noise_sigmas_general(
+        &self,
+        weight_energy: f64,
+        extra: f64,
+        headroom_bits: u32,
+        upload_bits: u32,
+    ) -> f64 {
         let result_modulus = 2f64.powi((self.log2_t + headroom_bits) as i32);
         let scale = result_modulus / CIPHERTEXT_MODULUS as f64;
-        let upload_rounding = (result_modulus / 2f64.powi(self.upload_bits as i32)).powi(2) / 12.0;
+        let upload_rounding = (result_modulus / 2f64.powi(upload_bits as i32)).powi(2) / 12.0;
         // The miner's decompression rounds to an integer too: 1/12 more in units of q.
         let fresh = (scale * scale * (ERROR_VARIANCE + 1.0 / 12.0) + upload_rounding)
             * weight_energy

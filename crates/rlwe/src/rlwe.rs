@@ -104,6 +104,20 @@ pub(crate) fn encrypt_coefficients<R: CryptoRng + ?Sized>(
     rng: &mut R,
 ) -> UploadCiphertext {
     debug_assert!(message.len() <= in_block && in_block <= RING_DEGREE);
+    let upload_bits = key.params.upload_bits();
+    let (seed, b) = encrypt_scaled(key, message, key.params.delta(), upload_bits, rng);
+    UploadCiphertext { log2_t: key.params.log2_plaintext_modulus(), upload_bits, in_block, seed, b }
+}
+
+/// (seed of a, b = -a s + e + scale * m rounded to its top `upload_bits` bits): the seeded
+/// encryption of `message` (low coefficients) with an explicit message scale.
+pub(crate) fn encrypt_scaled<R: CryptoRng + ?Sized>(
+    key: &SecretKey,
+    message: &[i8],
+    scale: u64,
+    upload_bits: u32,
+    rng: &mut R,
+) -> ([u8; 32], Vec<u64>) {
     // Two seeds from the caller's generator, expanded locally: the cost of encryption does not
     // depend on how slow that generator is (an OS generator would mean a syscall per draw).
     let mut seed = [0u8; 32];
@@ -112,22 +126,21 @@ pub(crate) fn encrypt_coefficients<R: CryptoRng + ?Sized>(
     rng.fill_bytes(&mut noise_seed);
     let mut noise = ChaCha12Rng::from_seed(noise_seed);
     let a_times_s = key.times_secret_ntt(&expand_mask_ntt(&seed));
-    let delta = key.params.delta() as i64;
-    let upload_bits = key.params.upload_bits();
+    let scale = scale as i64;
     let b = a_times_s
         .iter()
         .enumerate()
         .map(|(k, &a_s)| {
             let m = message.get(k).map_or(0, |&m| i64::from(m));
-            // |Delta * m| < 2^61: no overflow.
+            // |scale * m| < 2^61: no overflow.
             let b = sub_mod_q(
-                add_mod_q(to_residue(sample_error(&mut noise)), to_residue(delta * m)),
+                add_mod_q(to_residue(sample_error(&mut noise)), to_residue(scale * m)),
                 a_s,
             );
             switch_to_power_of_two(b, upload_bits)
         })
         .collect();
-    UploadCiphertext { log2_t: key.params.log2_plaintext_modulus(), upload_bits, in_block, seed, b }
+    (seed, b)
 }
 
 /// A product ciphertext switched to q' = 2^result_modulus_bits: the whole mask a', but b' only
