@@ -155,19 +155,27 @@ impl RhombusPlan {
             } else {
                 (MIN_DIGIT_BITS..=MAX_DIGIT_BITS).rev().collect()
             };
+            let mut feasible = false;
             for input_digit_bits in input_choices {
                 let tree = (MIN_DIGIT_BITS..=MAX_DIGIT_BITS).rev().find(|&bits| {
-                    let candidate = Self { input_digit_bits, tree_digit_bits: bits, ..base.clone() };
+                    let candidate =
+                        Self { input_digit_bits, tree_digit_bits: bits, ..base.clone() };
                     let sigmas = energy.sigmas(params, &candidate);
                     closest = closest.max(sigmas);
                     sigmas >= MIN_NOISE_SIGMAS
                 });
                 let Some(tree_digit_bits) = tree else { continue };
+                feasible = true;
                 let candidate = Self { input_digit_bits, tree_digit_bits, ..base.clone() };
                 let cost = candidate.estimated_cost();
                 if best.as_ref().is_none_or(|(best_cost, _)| cost < *best_cost) {
                     best = Some((cost, candidate));
                 }
+            }
+            // More conjugates only add noise (g0^2 on the fresh term, more conjugates'
+            // key-switch noise): stop at the first g0 nothing fits.
+            if !feasible {
+                break;
             }
         }
         let (_, mut plan) = best.ok_or(RlweError::NoiseBudgetExceeded {
@@ -438,7 +446,8 @@ impl NoiseEnergy {
                 let first = block * N + (accumulator << plan.u);
                 let last = plan.n_out.min(first + (1 << plan.u)).min(block * N + N);
                 for class in 0..g0 {
-                    let energy: f64 = (first + class..last).step_by(g0).map(|r| row_energy[r]).sum();
+                    let energy: f64 =
+                        (first + class..last).step_by(g0).map(|r| row_energy[r]).sum();
                     fresh = fresh.max((g0 * g0) as f64 * energy);
                 }
                 if g0 > 1 {
@@ -577,11 +586,7 @@ pub fn rhombus_decrypt(
             let rounded = (phase + (1 << (headroom - 1))) >> headroom;
             let value = centred(rounded & (t - 1), t);
             if value.unsigned_abs() > bound {
-                return Err(RlweError::ResultOutOfBound {
-                    index: products.len(),
-                    value,
-                    bound,
-                });
+                return Err(RlweError::ResultOutOfBound { index: products.len(), value, bound });
             }
             products.push(value);
         }
@@ -956,8 +961,7 @@ impl RhombusMatrix {
         for (i, node) in nodes.into_iter().enumerate() {
             if i % 2 == 0 { even.push(node) } else { odd.push(node) }
         }
-        let (even, odd) =
-            rayon::join(|| self.pack_tree(keys, even), || self.pack_tree(keys, odd));
+        let (even, odd) = rayon::join(|| self.pack_tree(keys, even), || self.pack_tree(keys, odd));
         let (even, odd) = (even?, odd?);
         let h = self.plan.stride() / len;
         let k = N / h + 1;
@@ -1043,9 +1047,14 @@ fn switch_with_digits(
 fn accumulate(conjugates: &[NttCt], weights: &[Vec<u64>]) -> NttCt {
     let mut wide_a = vec![0u128; N];
     let mut wide_b = vec![0u128; N];
-    for (chunk_index, chunk) in conjugates.iter().zip(weights).collect::<Vec<_>>().chunks(LAZY_TERMS).enumerate() {
+    for (chunk_index, chunk) in
+        conjugates.iter().zip(weights).collect::<Vec<_>>().chunks(LAZY_TERMS).enumerate()
+    {
         if chunk_index > 0 {
-            wide_a.iter_mut().chain(wide_b.iter_mut()).for_each(|x| *x = u128::from(reduce_wide(*x)));
+            wide_a
+                .iter_mut()
+                .chain(wide_b.iter_mut())
+                .for_each(|x| *x = u128::from(reduce_wide(*x)));
         }
         for (ct, w) in chunk {
             crate::poly::mul_accumulate_wide(&mut wide_a, &mut wide_b, &ct.a, &ct.b, w);
@@ -1167,7 +1176,8 @@ impl RhombusResult {
     /// Parses result `block` of `plan` (strict: header, layout, exact length, padding).
     pub fn from_bytes(plan: &RhombusPlan, block: usize, bytes: &[u8]) -> Result<Self, RlweError> {
         read_header(bytes, RESULT_MAGIC, RESULT_HEADER_BYTES, RESULT_WHAT)?;
-        let field = |i: usize| usize::from(u16::from_le_bytes([bytes[7 + 2 * i], bytes[8 + 2 * i]]));
+        let field =
+            |i: usize| usize::from(u16::from_le_bytes([bytes[7 + 2 * i], bytes[8 + 2 * i]]));
         let ct = Self {
             log2_t: u32::from(bytes[4]),
             log2_c: u32::from(bytes[5]),
@@ -1194,5 +1204,374 @@ impl RhombusResult {
         )?;
         let b = a.split_off(N);
         Ok(Self { a, b, ..ct })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::matmul::tests::{plain_products, random_i8};
+    use crate::params::MAX_ABS_WEIGHT;
+    use crate::poly::sample_uniform;
+    use rand_chacha::ChaCha20Rng;
+    use rand_core::{RngCore, SeedableRng};
+
+    fn i8_params(n_in: usize) -> Params {
+        Params::for_product_bound(MAX_ABS_WEIGHT * MAX_ABS_INPUT * n_in as u64).unwrap()
+    }
+
+    fn extreme_weights(rng: &mut ChaCha20Rng, len: usize) -> Vec<i8> {
+        (0..len).map(|_| if rng.next_u32().is_multiple_of(2) { 127 } else { -127 }).collect()
+    }
+
+    /// Client and miner of one product, through every wire format (uploads, results, keys).
+    fn run(
+        params: &Params,
+        plan: &RhombusPlan,
+        weights: &[i8],
+        x: &[i8],
+        rng: &mut ChaCha20Rng,
+    ) -> Vec<i64> {
+        let key = SecretKey::generate(params, rng);
+        let keys = RhombusKeys::generate(&key, &[plan], rng).unwrap();
+        let input_keys =
+            keys.input.as_ref().map(|k| GaloisKeys::from_bytes(params, &k.to_bytes()).unwrap());
+        let tree_keys = GaloisKeys::from_bytes(params, &keys.tree.to_bytes()).unwrap();
+        let matrix = RhombusMatrix::encode(params, plan, weights).unwrap();
+        let upload = rhombus_encrypt(&key, plan, x, rng).unwrap();
+        let bytes = upload.to_bytes();
+        assert_eq!(bytes.len(), plan.upload_bytes());
+        let upload = RhombusUpload::from_bytes(plan, &bytes).unwrap();
+        let results = matrix.apply(&upload, input_keys.as_ref(), &tree_keys).unwrap();
+        let bytes: Vec<Vec<u8>> = results.iter().map(RhombusResult::to_bytes).collect();
+        assert_eq!(bytes.iter().map(Vec::len).sum::<usize>(), plan.download_bytes());
+        let received: Vec<RhombusResult> = bytes
+            .iter()
+            .enumerate()
+            .map(|(block, b)| RhombusResult::from_bytes(plan, block, b).unwrap())
+            .collect();
+        rhombus_decrypt(&key, plan, &received, params.product_bound()).unwrap()
+    }
+
+    fn check_shape(n_out: usize, n_in: usize) {
+        let mut rng = ChaCha20Rng::seed_from_u64((n_out * 7 + n_in) as u64);
+        let params = i8_params(n_in);
+        // Worst case: weights +-127 against inputs -128, with the plan chosen for them.
+        let weights = extreme_weights(&mut rng, n_out * n_in);
+        let plan = RhombusPlan::choose(&params, n_in, n_out, &weights).unwrap();
+        let x = vec![i8::MIN; n_in];
+        assert_eq!(run(&params, &plan, &weights, &x, &mut rng), plain_products(&weights, &x));
+        // Random weights and inputs.
+        let weights = random_i8(&mut rng, n_out * n_in, -127);
+        let plan = RhombusPlan::choose(&params, n_in, n_out, &weights).unwrap();
+        let x = random_i8(&mut rng, n_in, i8::MIN);
+        assert_eq!(run(&params, &plan, &weights, &x, &mut rng), plain_products(&weights, &x));
+    }
+
+    #[test]
+    fn ntt_slot_permutation_is_the_automorphism() {
+        let params = i8_params(576);
+        let mut one = vec![0u64; N];
+        one[0] = 1;
+        params.ntt().forward(&mut one);
+        assert!(one.iter().all(|&v| v == 1), "the NTT evaluates at roots");
+        let mut rng = ChaCha20Rng::seed_from_u64(1);
+        let mut poly = vec![0u64; N];
+        sample_uniform(&mut rng, &mut poly);
+        let mut transformed = poly.clone();
+        params.ntt().forward(&mut transformed);
+        for k in [3, 5, 9, 1025, 2 * N - 1] {
+            let mut expected = crate::galois::automorphism(&poly, k);
+            params.ntt().forward(&mut expected);
+            let permuted: Vec<u64> =
+                ntt_permutation(&params, k).iter().map(|&i| transformed[i as usize]).collect();
+            assert_eq!(permuted, expected, "k = {k}");
+        }
+    }
+
+    #[test]
+    fn qkv_960_by_576_is_exact() {
+        check_shape(960, 576);
+    }
+
+    #[test]
+    fn o_576_by_576_is_exact() {
+        check_shape(576, 576);
+    }
+
+    #[test]
+    fn gate_up_3072_by_576_is_exact() {
+        check_shape(3072, 576);
+    }
+
+    #[test]
+    fn down_576_by_1536_is_exact() {
+        check_shape(576, 1536);
+    }
+
+    /// Small weights leave room for input conjugates: every g0 the noise allows is exact.
+    #[test]
+    fn input_conjugates_are_exact() {
+        let (n_out, n_in) = (512, 300);
+        let mut rng = ChaCha20Rng::seed_from_u64(3);
+        let params = i8_params(n_in);
+        let weights: Vec<i8> = (0..n_out * n_in).map(|_| (rng.next_u32() % 7) as i8 - 3).collect();
+        let x = random_i8(&mut rng, n_in, i8::MIN);
+        let chosen = RhombusPlan::choose(&params, n_in, n_out, &weights).unwrap();
+        assert!(chosen.log2_input_conjugates() >= 1, "{chosen:?}");
+        assert_eq!(run(&params, &chosen, &weights, &x, &mut rng), plain_products(&weights, &x));
+        for (log2_g0, input_bits) in [(1, 3), (2, 2), (3, 1)] {
+            let plan = RhombusPlan::new(&params, n_in, n_out, log2_g0, 54, input_bits, 8).unwrap();
+            let matrix = RhombusMatrix::encode(&params, &plan, &weights);
+            let Ok(matrix) = matrix else { continue };
+            assert!(matrix.noise_sigmas() >= MIN_NOISE_SIGMAS);
+            assert_eq!(
+                run(&params, &plan, &weights, &x, &mut rng),
+                plain_products(&weights, &x),
+                "g0 = 2^{log2_g0}"
+            );
+        }
+    }
+
+    #[test]
+    fn ragged_shapes_are_exact() {
+        for (n_out, n_in) in [(1, 1), (3, 5), (7, 2048), (2049, 3), (100, 300), (33, 1025)] {
+            let mut rng = ChaCha20Rng::seed_from_u64((n_out + n_in) as u64);
+            let params = i8_params(n_in);
+            let weights = random_i8(&mut rng, n_out * n_in, -127);
+            let plan = RhombusPlan::choose(&params, n_in, n_out, &weights).unwrap();
+            let x = random_i8(&mut rng, n_in, i8::MIN);
+            assert_eq!(
+                run(&params, &plan, &weights, &x, &mut rng),
+                plain_products(&weights, &x),
+                "{n_out} x {n_in}"
+            );
+        }
+    }
+
+    #[test]
+    fn batches_keep_their_order() {
+        let (n_out, n_in) = (200, 100);
+        let mut rng = ChaCha20Rng::seed_from_u64(4);
+        let params = i8_params(n_in);
+        let weights = random_i8(&mut rng, n_out * n_in, -127);
+        let plan = RhombusPlan::choose(&params, n_in, n_out, &weights).unwrap();
+        let key = SecretKey::generate(&params, &mut rng);
+        let keys = RhombusKeys::generate(&key, &[&plan], &mut rng).unwrap();
+        let matrix = RhombusMatrix::encode(&params, &plan, &weights).unwrap();
+        let inputs: Vec<Vec<i8>> = (0..5).map(|_| random_i8(&mut rng, n_in, i8::MIN)).collect();
+        let uploads: Vec<RhombusUpload> =
+            inputs.iter().map(|x| rhombus_encrypt(&key, &plan, x, &mut rng).unwrap()).collect();
+        let results = matrix.apply_batch(&uploads, keys.input.as_ref(), &keys.tree).unwrap();
+        for (x, result) in inputs.iter().zip(&results) {
+            let products = rhombus_decrypt(&key, &plan, result, u64::MAX).unwrap();
+            assert_eq!(products, plain_products(&weights, x));
+        }
+    }
+
+    struct Session {
+        params: Params,
+        plan: RhombusPlan,
+        key: SecretKey,
+        keys: RhombusKeys,
+        matrix: RhombusMatrix,
+        upload: RhombusUpload,
+        results: Vec<RhombusResult>,
+    }
+
+    fn session(n_out: usize, n_in: usize) -> Session {
+        let mut rng = ChaCha20Rng::seed_from_u64(8);
+        let params = i8_params(n_in);
+        let weights = random_i8(&mut rng, n_out * n_in, -127);
+        let plan = RhombusPlan::choose(&params, n_in, n_out, &weights).unwrap();
+        let key = SecretKey::generate(&params, &mut rng);
+        let keys = RhombusKeys::generate(&key, &[&plan], &mut rng).unwrap();
+        let matrix = RhombusMatrix::encode(&params, &plan, &weights).unwrap();
+        let x = random_i8(&mut rng, n_in, i8::MIN);
+        let upload = rhombus_encrypt(&key, &plan, &x, &mut rng).unwrap();
+        let results = matrix.apply(&upload, keys.input.as_ref(), &keys.tree).unwrap();
+        Session { params, plan, key, keys, matrix, upload, results }
+    }
+
+    #[test]
+    fn corrupted_and_mismatched_wire_input_is_rejected() {
+        let s = session(2500, 200);
+        assert_eq!(s.results.len(), 2);
+        let upload = s.upload.to_bytes();
+        for cut in [0, 3, 7, 8, 40, upload.len() - 1] {
+            assert!(RhombusUpload::from_bytes(&s.plan, &upload[..cut]).is_err(), "cut {cut}");
+        }
+        let mut longer = upload.clone();
+        longer.push(0);
+        assert!(matches!(
+            RhombusUpload::from_bytes(&s.plan, &longer),
+            Err(RlweError::WrongByteLength { .. })
+        ));
+        for (index, value) in [(0, b'Z'), (2, 9), (3, 12), (4, 3), (5, 40), (6, 4), (7, 5)] {
+            let mut bad = upload.clone();
+            bad[index] = value;
+            assert!(RhombusUpload::from_bytes(&s.plan, &bad).is_err(), "byte {index}");
+        }
+        let bits = s.plan.upload_bits() as usize;
+        if !(N * bits).is_multiple_of(8) {
+            let mut padded = upload.clone();
+            *padded.last_mut().unwrap() |= 0x80;
+            assert!(matches!(
+                RhombusUpload::from_bytes(&s.plan, &padded),
+                Err(RlweError::NonCanonicalEncoding { .. })
+            ));
+        }
+        let result = s.results[1].to_bytes();
+        assert!(RhombusResult::from_bytes(&s.plan, 1, &result).is_ok());
+        assert!(RhombusResult::from_bytes(&s.plan, 0, &result).is_err(), "wrong block");
+        for cut in [0, 5, 10, 11, result.len() - 1] {
+            assert!(RhombusResult::from_bytes(&s.plan, 1, &result[..cut]).is_err(), "cut {cut}");
+        }
+        for index in [0, 2, 3, 4, 5, 6, 7, 9] {
+            let mut bad = result.clone();
+            bad[index] ^= 1;
+            assert!(RhombusResult::from_bytes(&s.plan, 1, &bad).is_err(), "byte {index}");
+        }
+        // A plan for another shape rejects both.
+        let other = RhombusPlan::new(&s.params, 700, 2500, 0, s.plan.upload_bits(), 0, 9).unwrap();
+        assert!(RhombusUpload::from_bytes(&other, &upload).is_err());
+        assert!(RhombusResult::from_bytes(&other, 1, &result).is_err());
+        assert!(matches!(
+            s.matrix.apply(
+                &RhombusUpload { log2_c: 10, ..s.upload.clone() },
+                s.keys.input.as_ref(),
+                &s.keys.tree
+            ),
+            Err(RlweError::LayoutMismatch { .. })
+        ));
+        assert!(matches!(
+            rhombus_decrypt(&s.key, &s.plan, &s.results[..1], u64::MAX),
+            Err(RlweError::WrongLength { .. })
+        ));
+        let swapped = vec![s.results[1].clone(), s.results[0].clone()];
+        assert!(matches!(
+            rhombus_decrypt(&s.key, &s.plan, &swapped, u64::MAX),
+            Err(RlweError::LayoutMismatch { .. })
+        ));
+        // Missing tree keys are refused before any work.
+        let mut rng = ChaCha20Rng::seed_from_u64(2);
+        let few = GaloisKeys::generate(&s.key, &[3], 9, &mut rng).unwrap();
+        assert!(matches!(
+            s.matrix.apply(&s.upload, None, &few),
+            Err(RlweError::LayoutMismatch { what: "Galois keys", .. })
+        ));
+        // Keys with digits too wide for the margin are refused.
+        let wide = GaloisKeys::generate(&s.key, &s.plan.tree_exponents(), 27, &mut rng).unwrap();
+        assert!(matches!(
+            s.matrix.apply(&s.upload, s.keys.input.as_ref(), &wide),
+            Err(RlweError::NoiseBudgetExceeded { .. })
+        ));
+    }
+
+    #[test]
+    fn wrong_keys_and_garbage_fail_the_range_check() {
+        let s = session(960, 576);
+        assert!(rhombus_decrypt(&s.key, &s.plan, &s.results, s.params.product_bound()).is_ok());
+        let mut rng = ChaCha20Rng::seed_from_u64(12);
+        let other = SecretKey::generate(&s.params, &mut rng);
+        assert!(matches!(
+            rhombus_decrypt(&other, &s.plan, &s.results, s.params.product_bound()),
+            Err(RlweError::ResultOutOfBound { .. })
+        ));
+        let wrong = RhombusKeys::generate(&other, &[&s.plan], &mut rng).unwrap();
+        let garbage = s.matrix.apply(&s.upload, wrong.input.as_ref(), &wrong.tree).unwrap();
+        assert!(matches!(
+            rhombus_decrypt(&s.key, &s.plan, &garbage, s.params.product_bound()),
+            Err(RlweError::ResultOutOfBound { .. })
+        ));
+        let mut flipped = s.results.clone();
+        flipped[0].a[5] ^= 1 << (s.params.packed_result_modulus_bits() - 2);
+        assert!(matches!(
+            rhombus_decrypt(&s.key, &s.plan, &flipped, s.params.product_bound()),
+            Err(RlweError::ResultOutOfBound { .. })
+        ));
+    }
+
+    /// Noise of every output against the model of `Params::rhombus_noise_sigmas` for the
+    /// weights actually encoded (all +-127: the worst for the fresh term).
+    #[test]
+    fn measured_noise_matches_the_model() {
+        for (n_out, n_in, small_weights) in
+            [(960, 576, false), (576, 1536, false), (512, 300, true)]
+        {
+            let mut rng = ChaCha20Rng::seed_from_u64(77);
+            let params = i8_params(n_in);
+            let weights = if small_weights {
+                (0..n_out * n_in).map(|_| (rng.next_u32() % 7) as i8 - 3).collect()
+            } else {
+                extreme_weights(&mut rng, n_out * n_in)
+            };
+            let chosen = RhombusPlan::choose(&params, n_in, n_out, &weights).unwrap();
+            if small_weights {
+                assert!(chosen.log2_input_conjugates() > 0, "{chosen:?}");
+            }
+            let plan = chosen;
+            let (log2_g0, input_bits) = (plan.log2_input_conjugates(), plan.input_digit_bits());
+            let matrix = RhombusMatrix::encode(&params, &plan, &weights).unwrap();
+            let key = SecretKey::generate(&params, &mut rng);
+            let keys = RhombusKeys::generate(&key, &[&plan], &mut rng).unwrap();
+            let x = random_i8(&mut rng, n_in, i8::MIN);
+            let upload = rhombus_encrypt(&key, &plan, &x, &mut rng).unwrap();
+            let results = matrix.apply(&upload, keys.input.as_ref(), &keys.tree).unwrap();
+            let products = plain_products(&weights, &x);
+            let modulus = 1u64 << plan.result_bits;
+            let headroom = plan.result_bits - plan.log2_t;
+            let mut noise = Vec::new();
+            for (block, ct) in results.iter().enumerate() {
+                let lifted: Vec<u64> =
+                    ct.a.iter().map(|&a| to_residue(centred(a, modulus))).collect();
+                let a_s = key.times_secret(&lifted);
+                for (row, &b) in ct.b.iter().enumerate() {
+                    let phase = (b as i64).wrapping_add(centred(a_s[plan.position(block, row)], Q));
+                    let scaled = products[block * N + row] << headroom;
+                    noise.push(centred(
+                        (phase.wrapping_sub(scaled) as u64) & (modulus - 1),
+                        modulus,
+                    ));
+                }
+            }
+            let std =
+                (noise.iter().map(|&e| (e * e) as f64).sum::<f64>() / noise.len() as f64).sqrt();
+            let budget = f64::from((1u32 << (headroom - 1)) - 1);
+            let model_std = budget / matrix.noise_sigmas();
+            let largest = noise.iter().map(|e| e.unsigned_abs()).max().unwrap();
+            println!(
+                "{n_out} x {n_in}, g0 2^{log2_g0} (digits 2^{input_bits} / 2^{}): std {std:.1}, \
+                 model {model_std:.1}, largest {largest}, margin {:.1} sigma",
+                plan.tree_digit_bits(),
+                matrix.noise_sigmas()
+            );
+            assert!(std <= model_std, "{n_out} x {n_in}: std {std}, model {model_std}");
+            assert!((largest as f64) < 6.0 * model_std, "{n_out} x {n_in}: largest {largest}");
+        }
+    }
+
+    #[test]
+    fn plans_reject_impossible_choices() {
+        let params = i8_params(576);
+        assert!(RhombusPlan::new(&params, 0, 5, 0, 54, 0, 9).is_err());
+        assert!(RhombusPlan::new(&params, 4096, 5, 0, 54, 0, 9).is_err());
+        assert!(RhombusPlan::new(&params, 576, 5, 0, 54, 3, 9).is_err(), "input digits, no g0");
+        assert!(RhombusPlan::new(&params, 576, 5, 1, 54, 0, 9).is_err(), "g0 without digits");
+        assert!(RhombusPlan::new(&params, 576, 5, 11, 54, 3, 9).is_err(), "u beyond log N");
+        assert!(RhombusPlan::new(&params, 576, 5, 0, 20, 0, 9).is_err(), "upload bits");
+        let plan = RhombusPlan::new(&params, 576, 960, 0, 54, 0, 9).unwrap();
+        assert_eq!(plan.tree_exponents().len(), 10);
+        assert!(plan.input_exponents().is_empty());
+        let weights = vec![1i8; 960 * 576];
+        let narrow = Params::for_product_bound(1000).unwrap();
+        assert!(matches!(
+            RhombusPlan::choose(&narrow, 576, 960, &weights),
+            Err(RlweError::WeightsExceedBound { .. })
+        ));
+        assert!(matches!(
+            RhombusMatrix::encode(&params, &plan, &weights[1..]),
+            Err(RlweError::WrongLength { .. })
+        ));
     }
 }
