@@ -1,15 +1,17 @@
 //! Plain benchmark (no harness): prints a table of NTT, encryption, decryption and encrypted
 //! matrix-vector product timings for SmolLM2-135M's layer shapes, against a plain i8 product.
-//! Run: CARGO_TARGET_DIR=/work/target-rlwe cargo bench -p based-rlwe
+//! Run: CARGO_TARGET_DIR=/work/target-rlwe cargo bench -p based-rlwe [-- rhombus]
+//! (BASED_RLWE_WEIGHTS=dir adds real SmolLM2 weights to the Rhombus tables, see `real_weights`).
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use based_rlwe::{
-    CIPHERTEXT_MODULUS, EncodedMatrix, GaloisKeys, MatrixLayout, Params, RING_DEGREE, SecretKey,
-    UploadCiphertext, decrypt_packed, decrypt_products, encrypt_vector, gadget_digits,
-    galois_keys_bytes, packed_cts, packed_download_bytes, packing_digit_bits, packing_exponents,
-    packing_key_switches,
+    CIPHERTEXT_MODULUS, EncodedMatrix, GaloisKeys, MatrixLayout, Params, RING_DEGREE, RhombusKeys,
+    RhombusMatrix, RhombusPlan, SecretKey, UploadCiphertext, decrypt_packed, decrypt_products,
+    encrypt_vector, gadget_digits, galois_keys_bytes, packed_cts, packed_download_bytes,
+    packing_digit_bits, packing_exponents, packing_key_switches, rhombus_decrypt, rhombus_encrypt,
+    rhombus_worst_case_noise_sigmas,
 };
 use concrete_ntt::prime64::Plan;
 use rand_chacha::ChaCha20Rng;
@@ -53,6 +55,11 @@ fn micros(d: Duration) -> f64 {
 
 fn main() {
     let budget = Duration::from_millis(400);
+    // `cargo bench -p based-rlwe -- rhombus`: only the Rhombus tables.
+    if std::env::args().any(|arg| arg == "rhombus") {
+        rhombus_rows(budget);
+        return;
+    }
     let plan = Plan::try_new(RING_DEGREE, CIPHERTEXT_MODULUS).expect("NTT plan");
     let mut poly: Vec<u64> = (0..RING_DEGREE as u64).collect();
     let forward = best_time(budget, || plan.fwd(black_box(&mut poly)));
@@ -197,6 +204,7 @@ fn main() {
         memory as f64 / 1e9
     );
     packing_rows(budget);
+    rhombus_rows(budget);
 }
 
 /// Output packing (automorphisms + key switching) at power-of-two input blocks: per stage the
@@ -334,5 +342,158 @@ fn packing_rows(budget: Duration) {
             exponents.len(),
             galois_keys_bytes(exponents.len(), digit_bits) as f64 / 1e3,
         );
+    }
+}
+
+/// Where the real squeezed SmolLM2 weights are, if extracted (files `l{layer}_{stage}_{n_out}x{n_in}.i8`,
+/// row-major i8, rows scaled to max |w| = 127): `BASED_RLWE_WEIGHTS=/dir cargo bench -p based-rlwe`.
+fn real_weights(layer: usize, stage: &str, n_out: usize, n_in: usize) -> Option<Vec<i8>> {
+    let dir = std::env::var("BASED_RLWE_WEIGHTS").ok()?;
+    let bytes = std::fs::read(format!("{dir}/l{layer}_{stage}_{n_out}x{n_in}.i8")).ok()?;
+    (bytes.len() == n_out * n_in).then(|| bytes.into_iter().map(|b| b as i8).collect())
+}
+
+/// Rhombus products (one upload per vector, packed results): per stage the plan the noise
+/// allows for the given weights, bytes, key switches, miner and client times; per SmolLM2 token
+/// the totals and the Galois keys uploaded once per session.
+fn rhombus_rows(budget: Duration) {
+    let shapes = [("qkv", 960, 576), ("o", 576, 576), ("gate_up", 3072, 576), ("down", 576, 1536)];
+    let mut regimes: Vec<(String, Option<usize>)> = vec![("uniform random i8".into(), None)];
+    if real_weights(15, "o", 576, 576).is_some() {
+        regimes.push(("SmolLM2-135M layer 15 (squeezed i8)".into(), Some(15)));
+    }
+    for (regime, layer) in regimes {
+        println!(
+            "\nRhombus, weights: {regime}\n{:<8} {:>3} {:>2} {:>9} {:>7} {:>8} {:>8} {:>9} {:>6} {:>9} {:>9} {:>8} {:>8} {:>6} {:>7} {:>6}",
+            "stage",
+            "g0",
+            "u",
+            "digits",
+            "up bit",
+            "up KB",
+            "down KB",
+            "KS in/tr",
+            "prods",
+            "apply1 ms",
+            "apply2 ms",
+            "enc ms",
+            "dec ms",
+            "sigmas",
+            "worst",
+            "enc MB"
+        );
+        let mut rng = ChaCha20Rng::seed_from_u64(4242);
+        let (mut up, mut down, mut switches, mut miner, mut client, mut memory) =
+            (0usize, 0usize, 0usize, 0.0, 0.0, 0usize);
+        let mut plans = Vec::new();
+        for (name, n_out, n_in) in shapes {
+            let params = Params::for_product_bound(127 * 128 * n_in as u64).expect("params");
+            let weights = match layer {
+                Some(layer) => real_weights(layer, name, n_out, n_in).expect("weights"),
+                None => random_i8(&mut rng, n_out * n_in, -127),
+            };
+            let plan = RhombusPlan::choose(&params, n_in, n_out, &weights).expect("plan");
+            let key = SecretKey::generate(&params, &mut rng);
+            let keys = RhombusKeys::generate(&key, &[&plan], &mut rng).expect("keys");
+            let matrix = RhombusMatrix::encode(&params, &plan, &weights).expect("encode");
+            let x = random_i8(&mut rng, n_in, i8::MIN);
+            let upload = rhombus_encrypt(&key, &plan, &x, &mut rng).expect("encrypt");
+            let results = matrix.apply(&upload, keys.input.as_ref(), &keys.tree).expect("apply");
+            let mut plain = vec![0i32; n_out];
+            plain_matvec(&weights, &x, &mut plain);
+            let decrypted =
+                rhombus_decrypt(&key, &plan, &results, params.product_bound()).expect("decrypt");
+            assert!(
+                decrypted.iter().zip(&plain).all(|(&d, &p)| d == i64::from(p)),
+                "{name}: inexact"
+            );
+            let apply_on = |threads: usize| {
+                with_threads(threads, || {
+                    best_time(budget, || {
+                        black_box(
+                            matrix.apply(&upload, keys.input.as_ref(), &keys.tree).expect("apply"),
+                        );
+                    })
+                })
+            };
+            let (one_thread, two_threads) = (apply_on(1), apply_on(2));
+            let encrypt = best_time(budget, || {
+                black_box(rhombus_encrypt(&key, &plan, &x, &mut rng).expect("encrypt"));
+            });
+            let decrypt = best_time(budget, || {
+                black_box(
+                    rhombus_decrypt(&key, &plan, &results, params.product_bound()).expect("dec"),
+                );
+            });
+            let (input_switches, tree_switches) = plan.key_switches();
+            println!(
+                "{:<8} {:>3} {:>2} {:>9} {:>7} {:>8.1} {:>8.1} {:>9} {:>6} {:>9.2} {:>9.2} {:>8.3} {:>8.3} {:>6.1} {:>7.1} {:>6.0}",
+                name,
+                1 << plan.log2_input_conjugates(),
+                plan.split_point(),
+                format!("{}/{}", plan.input_digit_bits(), plan.tree_digit_bits()),
+                plan.upload_bits(),
+                plan.upload_bytes() as f64 / 1e3,
+                plan.download_bytes() as f64 / 1e3,
+                format!("{input_switches}/{tree_switches}"),
+                plan.products(),
+                one_thread.as_secs_f64() * 1e3,
+                two_threads.as_secs_f64() * 1e3,
+                encrypt.as_secs_f64() * 1e3,
+                decrypt.as_secs_f64() * 1e3,
+                matrix.noise_sigmas(),
+                rhombus_worst_case_noise_sigmas(&params, &plan),
+                matrix.memory_bytes() as f64 / 1e6,
+            );
+            up += 30 * plan.upload_bytes();
+            down += 30 * plan.download_bytes();
+            switches += 30 * (input_switches + tree_switches);
+            miner += 30.0 * two_threads.as_secs_f64();
+            client += 30.0 * (encrypt + decrypt).as_secs_f64();
+            memory += 30 * matrix.memory_bytes();
+            plans.push((params, plan));
+        }
+        // One key set per session for all stages (keys of the t = 2^26 stages serve t = 2^27 too:
+        // keys do not depend on t).
+        let mut key_rng = ChaCha20Rng::seed_from_u64(1);
+        let key = SecretKey::generate(&plans[0].0, &mut key_rng);
+        let plan_refs: Vec<&RhombusPlan> = plans.iter().map(|(_, plan)| plan).collect();
+        let session_keys = RhombusKeys::generate(&key, &plan_refs, &mut key_rng).expect("keys");
+        println!(
+            "  per SmolLM2 token (30 layers): up {:.2} MB + down {:.2} MB = {:.2} MB, {} key switches, \
+             miner {:.0} ms (2 threads), client enc+dec {:.0} ms; Galois keys once per session \
+             {:.0} KB ({} input + {} tree automorphisms); encoded weights {:.2} GB",
+            up as f64 / 1e6,
+            down as f64 / 1e6,
+            (up + down) as f64 / 1e6,
+            switches,
+            miner * 1e3,
+            client * 1e3,
+            session_keys.byte_len() as f64 / 1e3,
+            session_keys.input.as_ref().map_or(0, |k| k.exponents().len()),
+            session_keys.tree.exponents().len(),
+            memory as f64 / 1e9,
+        );
+    }
+    // Margins and plans of the real weights at three depths (no timing).
+    for layer in [0usize, 15, 29] {
+        let mut line = Vec::new();
+        for (name, n_out, n_in) in shapes {
+            let Some(weights) = real_weights(layer, name, n_out, n_in) else { return };
+            let params = Params::for_product_bound(127 * 128 * n_in as u64).expect("params");
+            let plan = RhombusPlan::choose(&params, n_in, n_out, &weights).expect("plan");
+            let matrix = RhombusMatrix::encode(&params, &plan, &weights).expect("encode");
+            let (input_switches, tree_switches) = plan.key_switches();
+            line.push(format!(
+                "{name} g0 {} digits {}/{} KS {}/{} {:.1} sigma",
+                1 << plan.log2_input_conjugates(),
+                plan.input_digit_bits(),
+                plan.tree_digit_bits(),
+                input_switches,
+                tree_switches,
+                matrix.noise_sigmas()
+            ));
+        }
+        println!("  SmolLM2 layer {layer}: {}", line.join("; "));
     }
 }

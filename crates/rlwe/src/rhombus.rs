@@ -15,8 +15,8 @@
 //!   Tr_(K/K_u)(accumulator) = Delta (W x) restricted to the accumulator's rows, at Y^p, Y = X^S
 //!   (the g0 conjugates invert the Galois-Vandermonde system of K_u over K_h: README).
 //! * Output side: the PackLWEs tree (Chen-Dai-Kim-Song) over the accumulators, placed at stride
-//!   S / slots, computes all the traces and merges them: one ciphertext per N outputs, row p of
-//!   accumulator i at coefficient p S + i (S / slots).
+//!   S / slots in bit-reversed order, computes all the traces and merges them: one ciphertext
+//!   per N outputs, row p of accumulator i at coefficient p S + bitrev(i) (S / slots).
 //!
 //! Everything between the upload and the final switch stays in NTT form (values times N^-1),
 //! so a tree key switch costs one inverse NTT plus one forward NTT per digit.
@@ -250,17 +250,28 @@ impl RhombusPlan {
         self.rows_in_block(block).div_ceil(1 << self.u)
     }
 
-    /// The tree's leaves sit at multiples of this (the accumulators padded to a power of two
-    /// spread over the S slots): the merges happen at the bottom of the tree, the single-node
-    /// trace levels at the top, once per block.
-    fn spacing(&self, block: usize) -> usize {
-        self.stride() / self.accumulators(block).next_power_of_two()
+    /// Tree slot of `accumulator` in `block`. The tree splits its slots by their lowest bit
+    /// first, so two slots meet at the bottom when they differ only in the highest bits:
+    /// accumulator i goes to bit-reverse(i) (over the accumulators padded to a power of two),
+    /// times the spacing S / padded. Consecutive accumulators then fill whole subtrees (the
+    /// merges happen at the bottom of the tree, about one key switch per accumulator even when
+    /// their count is not a power of two: 146 instead of 255 for 144) and the single-node trace
+    /// levels sit at the top, once per block.
+    fn slot(&self, block: usize, accumulator: usize) -> usize {
+        let padded = self.accumulators(block).next_power_of_two();
+        let spacing = self.stride() / padded;
+        let reversed = if padded == 1 {
+            0
+        } else {
+            accumulator.reverse_bits() >> (usize::BITS - padded.trailing_zeros())
+        };
+        reversed * spacing
     }
 
     /// Coefficient of the result ciphertext of `block` that carries its local row `row`.
     fn position(&self, block: usize, row: usize) -> usize {
         let (accumulator, p) = (row >> self.u, row & ((1 << self.u) - 1));
-        p * self.stride() + accumulator * self.spacing(block)
+        p * self.stride() + self.slot(block, accumulator)
     }
 
     /// Automorphism exponents of the input conjugates (1 + j 2^(h+1), j = 1..g0).
@@ -278,12 +289,10 @@ impl RhombusPlan {
     pub fn key_switches(&self) -> (usize, usize) {
         let tree = (0..self.result_cts())
             .map(|block| {
-                let occupied: Vec<bool> = (0..self.stride())
-                    .map(|slot| {
-                        slot % self.spacing(block) == 0
-                            && slot / self.spacing(block) < self.accumulators(block)
-                    })
-                    .collect();
+                let mut occupied = vec![false; self.stride()];
+                for accumulator in 0..self.accumulators(block) {
+                    occupied[self.slot(block, accumulator)] = true;
+                }
                 tree_switches(&occupied).1
             })
             .sum();
@@ -912,7 +921,6 @@ impl RhombusMatrix {
         let plan = &self.plan;
         let g0 = plan.g0();
         let first: usize = (0..block).map(|b| plan.accumulators(b)).sum::<usize>() * g0;
-        let spacing = plan.spacing(block);
         let accumulators: Vec<NttCt> = (0..plan.accumulators(block))
             .into_par_iter()
             .map(|acc| {
@@ -922,7 +930,7 @@ impl RhombusMatrix {
             .collect();
         let mut slots: Vec<Option<NttCt>> = (0..plan.stride()).map(|_| None).collect();
         for (acc, ct) in accumulators.into_iter().enumerate() {
-            slots[acc * spacing] = Some(ct);
+            slots[plan.slot(block, acc)] = Some(ct);
         }
         let NttCt { mut a, mut b } =
             self.pack_tree(keys, slots)?.expect("every block has an accumulator");
@@ -1562,6 +1570,10 @@ mod tests {
         assert!(RhombusPlan::new(&params, 576, 5, 0, 20, 0, 9).is_err(), "upload bits");
         let plan = RhombusPlan::new(&params, 576, 960, 0, 54, 0, 9).unwrap();
         assert_eq!(plan.tree_exponents().len(), 10);
+        // 144 accumulators of 4 rows: one trace level at the top, then 72 + 36 + ... + 1.
+        let down = RhombusPlan::new(&i8_params(1536), 1536, 576, 2, 54, 1, 6).unwrap();
+        assert_eq!(down.key_switches(), (3, 147));
+        assert_eq!(down.products(), 576);
         assert!(plan.input_exponents().is_empty());
         let weights = vec![1i8; 960 * 576];
         let narrow = Params::for_product_bound(1000).unwrap();
