@@ -358,11 +358,23 @@ fn real_weights(layer: usize, stage: &str, n_out: usize, n_in: usize) -> Option<
 /// the totals and the Galois keys uploaded once per session.
 fn rhombus_rows(budget: Duration) {
     let shapes = [("qkv", 960, 576), ("o", 576, 576), ("gate_up", 3072, 576), ("down", 576, 1536)];
-    let mut regimes: Vec<(String, Option<usize>)> = vec![("uniform random i8".into(), None)];
+    // (label, real layer, t from the matrix's own bound max_r |W_r|_1 * 128 instead of the i8
+    // worst case 127 * 128 * n_in)
+    let mut regimes: Vec<(String, Option<usize>, bool)> =
+        vec![("uniform random i8".into(), None, false)];
     if real_weights(15, "o", 576, 576).is_some() {
-        regimes.push(("SmolLM2-135M layer 15 (squeezed i8)".into(), Some(15)));
+        regimes.push((
+            "SmolLM2-135M layer 15 (squeezed i8), t for 127 * 128 * n_in".into(),
+            Some(15),
+            false,
+        ));
+        regimes.push((
+            "SmolLM2-135M layer 15, t for the matrix's own bound".into(),
+            Some(15),
+            true,
+        ));
     }
-    for (regime, layer) in regimes {
+    for (regime, layer, own_bound) in regimes {
         println!(
             "\nRhombus, weights: {regime}\n{:<8} {:>3} {:>2} {:>9} {:>7} {:>8} {:>8} {:>9} {:>6} {:>9} {:>9} {:>8} {:>8} {:>6} {:>7} {:>6}",
             "stage",
@@ -387,11 +399,12 @@ fn rhombus_rows(budget: Duration) {
             (0usize, 0usize, 0usize, 0.0, 0.0, 0usize);
         let mut plans = Vec::new();
         for (name, n_out, n_in) in shapes {
-            let params = Params::for_product_bound(127 * 128 * n_in as u64).expect("params");
             let weights = match layer {
                 Some(layer) => real_weights(layer, name, n_out, n_in).expect("weights"),
                 None => random_i8(&mut rng, n_out * n_in, -127),
             };
+            let bound = if own_bound { row_bound(&weights, n_in) } else { 127 * 128 * n_in as u64 };
+            let params = Params::for_product_bound(bound).expect("params");
             let plan = RhombusPlan::choose(&params, n_in, n_out, &weights).expect("plan");
             let key = SecretKey::generate(&params, &mut rng);
             let keys = RhombusKeys::generate(&key, &[&plan], &mut rng).expect("keys");
@@ -477,23 +490,34 @@ fn rhombus_rows(budget: Duration) {
     }
     // Margins and plans of the real weights at three depths (no timing).
     for layer in [0usize, 15, 29] {
-        let mut line = Vec::new();
-        for (name, n_out, n_in) in shapes {
-            let Some(weights) = real_weights(layer, name, n_out, n_in) else { return };
-            let params = Params::for_product_bound(127 * 128 * n_in as u64).expect("params");
-            let plan = RhombusPlan::choose(&params, n_in, n_out, &weights).expect("plan");
-            let matrix = RhombusMatrix::encode(&params, &plan, &weights).expect("encode");
-            let (input_switches, tree_switches) = plan.key_switches();
-            line.push(format!(
-                "{name} g0 {} digits {}/{} KS {}/{} {:.1} sigma",
-                1 << plan.log2_input_conjugates(),
-                plan.input_digit_bits(),
-                plan.tree_digit_bits(),
-                input_switches,
-                tree_switches,
-                matrix.noise_sigmas()
-            ));
+        for own_bound in [false, true] {
+            let mut line = Vec::new();
+            for (name, n_out, n_in) in shapes {
+                let Some(weights) = real_weights(layer, name, n_out, n_in) else { return };
+                let bound =
+                    if own_bound { row_bound(&weights, n_in) } else { 127 * 128 * n_in as u64 };
+                let params = Params::for_product_bound(bound).expect("params");
+                let plan = RhombusPlan::choose(&params, n_in, n_out, &weights).expect("plan");
+                let matrix = RhombusMatrix::encode(&params, &plan, &weights).expect("encode");
+                let (input_switches, tree_switches) = plan.key_switches();
+                line.push(format!(
+                    "{name} t 2^{} g0 {} digits {}/{} KS {}/{} {:.1} sigma",
+                    params.log2_plaintext_modulus(),
+                    1 << plan.log2_input_conjugates(),
+                    plan.input_digit_bits(),
+                    plan.tree_digit_bits(),
+                    input_switches,
+                    tree_switches,
+                    matrix.noise_sigmas()
+                ));
+            }
+            println!("  SmolLM2 layer {layer}: {}", line.join("; "));
         }
-        println!("  SmolLM2 layer {layer}: {}", line.join("; "));
     }
+}
+
+/// max_r |W_r|_1 * 128: the bound of this very matrix's products.
+fn row_bound(weights: &[i8], n_in: usize) -> u64 {
+    let l1 = |row: &[i8]| row.iter().map(|w| u64::from(w.unsigned_abs())).sum::<u64>();
+    weights.chunks_exact(n_in).map(l1).max().unwrap_or(0) * 128
 }
