@@ -7,11 +7,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context as _, Result, anyhow, bail};
-use based_node::ledger::Overlay;
+use based_node::ledger::{Overlay, Snapshot};
 use based_node::{Application, ChainBlock, ChainSpec, NodeConfig};
-use based_rpc::{Head, NodeApi, decode_hex, encode_hex};
-use based_state::{GenesisConfig, Params, State};
-use based_types::{Amount, PublicKey, SignedTransaction};
+use based_rpc::{ChainView, Head, NodeApi, decode_hex, encode_hex};
+use based_state::{GenesisConfig, OutcomeRecord, Params, State};
+use based_types::{Amount, Block, BrainId, Hash, PublicKey, SignedTransaction};
 use commonware_codec::{DecodeExt as _, Encode as _};
 use commonware_cryptography::{Signer as _, ed25519};
 use serde::{Deserialize, Serialize};
@@ -207,22 +207,65 @@ pub fn load(path: &Path) -> Result<(NodeConfig, SocketAddr)> {
 /// The node as the RPC server sees it.
 struct RpcNode(Application);
 
-impl NodeApi for RpcNode {
+fn read_block(snapshot: &Snapshot, height: u64) -> Result<Option<Block>, String> {
+    let Some(bytes) = snapshot.block(height).map_err(|e| e.to_string())? else {
+        return Ok(None);
+    };
+    let block = ChainBlock::decode(bytes.as_slice())
+        .map_err(|e| format!("finalized block {height} unreadable: {e}"))?;
+    Ok(Some(block.inner))
+}
+
+/// One redb snapshot of the finalized chain and its head.
+struct RpcView {
+    head: Head,
+    snapshot: Snapshot,
+}
+
+impl ChainView for RpcView {
     type Store = Overlay;
 
-    fn finalized(&self) -> Result<(Head, State<Overlay>), String> {
+    fn head(&self) -> &Head {
+        &self.head
+    }
+
+    fn state(&self) -> State<Overlay> {
+        State::open(Overlay::new(self.snapshot.clone(), Vec::new()))
+    }
+
+    fn block(&self, height: u64) -> Result<Option<Block>, String> {
+        read_block(&self.snapshot, height)
+    }
+
+    fn height_of(&self, hash: &Hash) -> Result<Option<u64>, String> {
+        self.snapshot.height_of(hash).map_err(|e| e.to_string())
+    }
+
+    fn outcome(&self, height: u64) -> Result<Option<OutcomeRecord>, String> {
+        self.snapshot.outcome(height).map_err(|e| e.to_string())
+    }
+
+    fn transaction(&self, hash: &Hash) -> Result<Option<(u64, u32)>, String> {
+        self.snapshot.transaction(hash).map_err(|e| e.to_string())
+    }
+
+    fn last_epoch(&self, brain: BrainId) -> Result<Option<u64>, String> {
+        self.snapshot.last_epoch(brain).map_err(|e| e.to_string())
+    }
+}
+
+impl NodeApi for RpcNode {
+    type View = RpcView;
+
+    fn view(&self) -> Result<RpcView, String> {
         let snapshot = self.0.ledger().snapshot().map_err(|e| e.to_string())?;
         let applied = snapshot
             .applied()
             .map_err(|e| e.to_string())?
             .ok_or("the ledger holds no genesis yet")?;
-        let bytes = snapshot
-            .block(applied.height)
-            .map_err(|e| e.to_string())?
+        let block = read_block(&snapshot, applied.height)?
             .ok_or_else(|| format!("finalized block {} is missing", applied.height))?;
-        let block = ChainBlock::decode(bytes.as_slice())
-            .map_err(|e| format!("finalized block {} unreadable: {e}", applied.height))?;
-        let header = &block.inner.header;
+        let header = &block.header;
         let head = Head {
             chain_id: header.chain_id,
             height: header.height,
@@ -231,7 +274,7 @@ impl NodeApi for RpcNode {
             timestamp_ms: header.timestamp_ms,
             proposer: header.proposer,
         };
-        Ok((head, State::open(Overlay::new(snapshot, Vec::new()))))
+        Ok(RpcView { head, snapshot })
     }
 
     fn submit(&self, transaction: SignedTransaction) -> Result<(), String> {
@@ -240,6 +283,10 @@ impl NodeApi for RpcNode {
 
     fn pending_transactions(&self) -> usize {
         self.0.pending_transactions()
+    }
+
+    fn is_pending(&self, hash: &Hash) -> bool {
+        self.0.is_pending(hash)
     }
 }
 

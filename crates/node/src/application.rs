@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use based_state::{GenesisConfig, MemoryStore, State, Store as _};
+use based_state::{BlockOutcome, GenesisConfig, MemoryStore, OutcomeRecord, State, Store as _};
 use based_types::{Block, BlockHeader, Hash, SignedTransaction, transactions_root};
 use commonware_codec::Encode as _;
 use commonware_consensus::marshal::Update;
@@ -20,7 +20,7 @@ use rand::Rng;
 use tracing::{debug, error, warn};
 
 use crate::block::{ChainBlock, ConsensusContext, MAX_BLOCK_BYTES, based_key};
-use crate::ledger::{Applied, Changes, Ledger, LedgerError, Overlay, Snapshot};
+use crate::ledger::{Applied, Changes, Finalized, Ledger, LedgerError, Overlay, Snapshot};
 use crate::mempool::{Mempool, MempoolError};
 
 /// How far ahead of our clock a peer's block timestamp may be.
@@ -60,6 +60,7 @@ pub enum NodeError {
 struct Executed {
     height: u64,
     changes: Arc<Changes>,
+    outcome: Arc<OutcomeRecord>,
 }
 
 struct Shared {
@@ -105,8 +106,13 @@ impl Application {
             None => {
                 let entries = state.store().scan_prefix(&[]);
                 let changes = entries.into_iter().map(|(key, value)| (key, Some(value))).collect();
-                let applied = Applied { height: 0, digest: digest_bytes(&genesis.digest()) };
-                ledger.commit(applied, &genesis.encode(), &changes)?;
+                let finalized = Finalized {
+                    applied: Applied { height: 0, digest: digest_bytes(&genesis.digest()) },
+                    encoded_block: &genesis.encode(),
+                    block: &genesis.inner,
+                    outcome: &OutcomeRecord::default(),
+                };
+                ledger.commit(&finalized, &changes)?;
             }
             Some(_) => {
                 let stored = snapshot.block(0)?;
@@ -163,6 +169,11 @@ impl Application {
         self.shared().mempool.len()
     }
 
+    /// True while a transaction with this hash waits in this node's mempool.
+    pub fn is_pending(&self, hash: &Hash) -> bool {
+        self.shared().mempool.contains(hash)
+    }
+
     /// The finalized state with the changes of the unfinalized blocks from `tip` down to it,
     /// or `None` if `tip` does not descend from the finalized block.
     async fn view_at<A: BlockProvider<Block = ChainBlock>>(
@@ -203,11 +214,14 @@ impl Application {
                 Some(changes) => changes,
                 None => {
                     let mut state = State::open(Overlay::new(snapshot.clone(), layers.clone()));
-                    if let Err(reason) = state.apply_block(&block.inner) {
-                        warn!(height = block.height_u64(), %reason, "ancestor does not execute");
-                        return None;
-                    }
-                    self.remember(&block, state_changes(state))
+                    let outcome = match state.apply_block(&block.inner) {
+                        Ok(outcome) => outcome,
+                        Err(reason) => {
+                            warn!(height = block.height_u64(), %reason, "ancestor does not execute");
+                            return None;
+                        }
+                    };
+                    self.remember(&block, state_changes(state), &outcome)
                 }
             };
             layers.push(changes);
@@ -215,9 +229,18 @@ impl Application {
         Some((snapshot, layers))
     }
 
-    fn remember(&self, block: &ChainBlock, changes: Changes) -> Arc<Changes> {
+    fn remember(
+        &self,
+        block: &ChainBlock,
+        changes: Changes,
+        outcome: &BlockOutcome,
+    ) -> Arc<Changes> {
         let changes = Arc::new(changes);
-        let executed = Executed { height: block.height_u64(), changes: changes.clone() };
+        let executed = Executed {
+            height: block.height_u64(),
+            changes: changes.clone(),
+            outcome: Arc::new(OutcomeRecord::from(outcome)),
+        };
         self.shared().executed.insert(block.digest(), executed);
         changes
     }
@@ -234,20 +257,28 @@ impl Application {
         if height != applied.height + 1 || parent != applied.digest {
             return Err(NodeError::Gap { height, applied: applied.height });
         }
-        let cached = self.shared().executed.get(&block.digest()).map(|e| e.changes.clone());
-        let changes = match cached {
-            Some(changes) => changes,
+        let cached = self
+            .shared()
+            .executed
+            .get(&block.digest())
+            .map(|e| (e.changes.clone(), e.outcome.clone()));
+        let (changes, outcome) = match cached {
+            Some(cached) => cached,
             None => {
                 let mut state = State::open(Overlay::new(snapshot, Vec::new()));
-                state.apply_block(&block.inner).map_err(|e| NodeError::FinalizedBlockInvalid {
-                    height,
-                    reason: e.to_string(),
+                let outcome = state.apply_block(&block.inner).map_err(|e| {
+                    NodeError::FinalizedBlockInvalid { height, reason: e.to_string() }
                 })?;
-                Arc::new(state_changes(state))
+                (Arc::new(state_changes(state)), Arc::new(OutcomeRecord::from(&outcome)))
             }
         };
-        let applied = Applied { height, digest: digest_bytes(&block.digest()) };
-        self.ledger.commit(applied, &block.encode(), &changes)?;
+        let finalized = Finalized {
+            applied: Applied { height, digest: digest_bytes(&block.digest()) },
+            encoded_block: &block.encode(),
+            block: &block.inner,
+            outcome: &outcome,
+        };
+        self.ledger.commit(&finalized, &changes)?;
         let finalized = State::open(Overlay::new(self.ledger.snapshot()?, Vec::new()));
         let mut shared = self.shared();
         shared.mempool.prune(&finalized);
@@ -315,7 +346,7 @@ where
             proposer: based_key(&context.leader),
         };
         let block = ChainBlock::new(context, Block { header, transactions: included });
-        self.remember(&block, state_changes(state));
+        self.remember(&block, state_changes(state), &outcome);
         debug!(height = block.height_u64(), txs = block.inner.transactions.len(), "proposed");
         Some(block)
     }
@@ -348,11 +379,14 @@ where
             return false;
         };
         let mut state = State::open(Overlay::new(snapshot, layers));
-        if let Err(reason) = state.apply_block(&block.inner) {
-            debug!(height = header.height, %reason, "block does not execute");
-            return false;
-        }
-        self.remember(&block, state_changes(state));
+        let outcome = match state.apply_block(&block.inner) {
+            Ok(outcome) => outcome,
+            Err(reason) => {
+                debug!(height = header.height, %reason, "block does not execute");
+                return false;
+            }
+        };
+        self.remember(&block, state_changes(state), &outcome);
         true
     }
 }

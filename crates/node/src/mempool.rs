@@ -1,10 +1,10 @@
 //! Pending transactions, per sender in nonce order, checked against the finalized state on
 //! admission and re-checked by execution when a block is built.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use based_state::{State, Store};
-use based_types::{Amount, Encode as _, PublicKey, SignedTransaction};
+use based_types::{Amount, Encode as _, Hash, PublicKey, SignedTransaction};
 
 /// Encoded transactions larger than this are refused before decoding.
 pub const MAX_TRANSACTION_BYTES: usize = 64 * 1024;
@@ -34,6 +34,8 @@ pub enum MempoolError {
 #[derive(Default)]
 pub struct Mempool {
     by_sender: BTreeMap<PublicKey, BTreeMap<u64, SignedTransaction>>,
+    /// Hashes of every pending transaction, for lookups by hash.
+    hashes: BTreeSet<Hash>,
     total: usize,
 }
 
@@ -44,6 +46,10 @@ impl Mempool {
 
     pub fn is_empty(&self) -> bool {
         self.total == 0
+    }
+
+    pub fn contains(&self, hash: &Hash) -> bool {
+        self.hashes.contains(hash)
     }
 
     /// Admits `transaction` if `state` (the finalized state) says it can pay and is not stale.
@@ -83,7 +89,10 @@ impl Mempool {
             }
             None => self.total += 1,
         }
-        queue.insert(tx.nonce, transaction);
+        self.hashes.insert(transaction.hash());
+        if let Some(replaced) = queue.insert(tx.nonce, transaction) {
+            self.hashes.remove(&replaced.hash());
+        }
         Ok(())
     }
 
@@ -135,10 +144,14 @@ impl Mempool {
     /// Drops every transaction whose nonce `state` (the new finalized state) has used.
     pub fn prune<S: Store>(&mut self, state: &State<S>) {
         let mut removed = 0;
+        let hashes = &mut self.hashes;
         self.by_sender.retain(|sender, queue| {
             if let Ok(account) = state.account(sender) {
                 let keep = queue.split_off(&account.nonce);
                 removed += queue.len();
+                for transaction in queue.values() {
+                    hashes.remove(&transaction.hash());
+                }
                 *queue = keep;
             }
             !queue.is_empty()
@@ -237,11 +250,15 @@ mod tests {
         pool.insert(&state, transfer(1, 0, 3_000)).expect("replaced");
         pool.insert(&state, transfer(1, 1, 1_000)).expect("admitted");
         assert_eq!(pool.len(), 2);
+        assert!(!pool.contains(&transfer(1, 0, 2_000).hash()), "the replaced one is gone");
+        assert!(pool.contains(&transfer(1, 0, 3_000).hash()));
         let chosen = pool.executable(&state, 10, MAX_TRANSACTION_BYTES);
         assert_eq!(chosen[0].transaction.fee, 3_000);
         state.propose_block(chosen[..1].to_vec()).expect("block");
         pool.prune(&state);
         assert_eq!(pool.len(), 1);
+        assert!(!pool.contains(&transfer(1, 0, 3_000).hash()), "pruned");
+        assert!(pool.contains(&transfer(1, 1, 1_000).hash()));
         assert_eq!(pool.executable(&state, 10, MAX_TRANSACTION_BYTES)[0].transaction.nonce, 1);
     }
 }

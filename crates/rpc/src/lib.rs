@@ -1,10 +1,11 @@
 //! JSON-RPC 2.0 over HTTP for the BasedAI node (docs/rpc.md).
 //!
-//! The server knows the node only through [`NodeApi`]: finalized state and head from one
-//! consistent snapshot, and mempool submission. It holds no commonware types, so it is tested
-//! here against an in-memory state.
+//! The server knows the node only through [`NodeApi`]: consistent read-only views of the
+//! finalized chain ([`ChainView`]: head, state, blocks, receipts, indexes) and the mempool. It
+//! holds no commonware types, so it is tested here against an in-memory chain.
 
 pub mod client;
+pub mod json;
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
@@ -14,10 +15,9 @@ use axum::body::Body;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use based_state::records::{Account, Acquisition, Brain};
-use based_state::{State, Store};
-use based_types::{Amount, BrainId, Hash, PublicKey, SignedTransaction};
-use serde_json::{Map, Value, json};
+use based_state::{OutcomeRecord, State, Store};
+use based_types::{Block, BrainId, Hash, PublicKey, SignedTransaction};
+use serde_json::{Value, json};
 
 /// Largest accepted HTTP request body.
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
@@ -53,17 +53,46 @@ pub struct Head {
     pub proposer: PublicKey,
 }
 
-/// What the RPC server needs from a node.
-pub trait NodeApi: Send + Sync + 'static {
+/// One consistent read of the finalized chain: every method answers from the same snapshot.
+pub trait ChainView {
     type Store: Store;
 
-    /// The finalized head and the state after it, read from one snapshot.
-    fn finalized(&self) -> Result<(Head, State<Self::Store>), String>;
+    /// The last finalized block.
+    fn head(&self) -> &Head;
+
+    /// The state after the head block.
+    fn state(&self) -> State<Self::Store>;
+
+    /// The finalized block at `height` (0 is genesis).
+    fn block(&self, height: u64) -> Result<Option<Block>, String>;
+
+    /// Height of the finalized block whose hash (the header hash) is `hash`.
+    fn height_of(&self, hash: &Hash) -> Result<Option<u64>, String>;
+
+    /// Receipts and block events of the finalized block at `height`.
+    fn outcome(&self, height: u64) -> Result<Option<OutcomeRecord>, String>;
+
+    /// Where a finalized transaction is: (height, index in its block).
+    fn transaction(&self, hash: &Hash) -> Result<Option<(u64, u32)>, String>;
+
+    /// Height of the block whose end ran `brain`'s last epoch.
+    fn last_epoch(&self, brain: BrainId) -> Result<Option<u64>, String>;
+}
+
+/// What the RPC server needs from a node.
+pub trait NodeApi: Send + Sync + 'static {
+    type View: ChainView;
+
+    /// A consistent view of the finalized chain.
+    fn view(&self) -> Result<Self::View, String>;
 
     /// Admits a transaction to the mempool; the error says why it was refused.
     fn submit(&self, transaction: SignedTransaction) -> Result<(), String>;
 
     fn pending_transactions(&self) -> usize;
+
+    /// True while a transaction with this hash waits in the node's mempool.
+    fn is_pending(&self, hash: &Hash) -> bool;
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -115,8 +144,8 @@ pub fn router<A: NodeApi>(api: Arc<A>) -> Router {
 }
 
 fn health<A: NodeApi>(api: &A) -> Response {
-    match api.finalized() {
-        Ok((head, _)) => format!("ok {}\n", head.height).into_response(),
+    match api.view() {
+        Ok(view) => format!("ok {}\n", view.head().height).into_response(),
         Err(error) => {
             (StatusCode::SERVICE_UNAVAILABLE, format!("unavailable: {error}\n")).into_response()
         }
@@ -225,74 +254,112 @@ struct Params<'a>(Option<&'a Value>);
 impl<'a> Params<'a> {
     /// Checks that exactly the parameters `names` are given (all of them are required).
     fn expect(&self, method: &str, names: &[&str]) -> Result<Vec<&'a Value>, RpcError> {
+        let values = self.parse(method, names, &[])?;
+        Ok(values.into_iter().flatten().collect())
+    }
+
+    /// `required` then `optional` parameters; an omitted or `null` optional one is `None`.
+    fn parse(
+        &self,
+        method: &str,
+        required: &[&str],
+        optional: &[&str],
+    ) -> Result<Vec<Option<&'a Value>>, RpcError> {
         let usage = || {
+            let mut names: Vec<String> = required.iter().map(|name| name.to_string()).collect();
+            names.extend(optional.iter().map(|name| format!("{name}?")));
             if names.is_empty() {
                 format!("{method} takes no parameters")
             } else {
                 format!("{method} expects parameters [{}]", names.join(", "))
             }
         };
+        let all = required.len() + optional.len();
+        let present = |value: Option<&'a Value>| value.filter(|value| !value.is_null());
         match self.0 {
-            None if names.is_empty() => Ok(Vec::new()),
+            None if required.is_empty() => Ok(vec![None; all]),
             None => Err(RpcError::invalid_params(usage())),
             Some(Value::Array(values)) => {
-                if values.len() != names.len() {
+                if values.len() < required.len() || values.len() > all {
                     return Err(RpcError::invalid_params(format!(
                         "{}, got {} positional parameters",
                         usage(),
                         values.len()
                     )));
                 }
-                Ok(values.iter().collect())
+                let mut out: Vec<Option<&Value>> = values.iter().map(Some).collect();
+                out.resize(all, None);
+                required_present(&out[..required.len()], required, &usage)?;
+                Ok(out.into_iter().map(present).collect())
             }
             Some(Value::Object(map)) => {
-                if let Some(unknown) = map.keys().find(|key| !names.contains(&key.as_str())) {
+                let known = |key: &str| required.contains(&key) || optional.contains(&key);
+                if let Some(unknown) = map.keys().find(|key| !known(key)) {
                     return Err(RpcError::invalid_params(format!(
                         "{}, got unknown parameter \"{unknown}\"",
                         usage()
                     )));
                 }
-                names
-                    .iter()
-                    .map(|name| {
-                        map.get(*name).ok_or_else(|| {
-                            RpcError::invalid_params(format!("{}, missing \"{name}\"", usage()))
-                        })
-                    })
-                    .collect()
+                let out: Vec<Option<&Value>> =
+                    required.iter().chain(optional).map(|name| map.get(*name)).collect();
+                required_present(&out[..required.len()], required, &usage)?;
+                Ok(out.into_iter().map(present).collect())
             }
             Some(_) => Err(RpcError::invalid_params(usage())),
         }
     }
 }
 
+fn required_present(
+    values: &[Option<&Value>],
+    names: &[&str],
+    usage: &dyn Fn() -> String,
+) -> Result<(), RpcError> {
+    match values.iter().zip(names).find(|(value, _)| value.is_none_or(|v| v.is_null())) {
+        Some((_, name)) => {
+            Err(RpcError::invalid_params(format!("{}, missing \"{name}\"", usage())))
+        }
+        None => Ok(()),
+    }
+}
+
+/// Every method, in the order docs/rpc.md lists them.
+pub const METHODS: &[&str] = &[
+    "based_getHead",
+    "based_getAccount",
+    "based_getBrain",
+    "based_listBrains",
+    "based_sendTransaction",
+    "based_getTransaction",
+    "based_getBlock",
+    "based_getBlockOutcome",
+];
+
 fn dispatch<A: NodeApi>(api: &A, method: &str, params: Params<'_>) -> Result<Value, RpcError> {
+    let view = || api.view().map_err(RpcError::internal);
     match method {
         "based_getHead" => {
             params.expect(method, &[])?;
-            let (head, _) = api.finalized().map_err(RpcError::internal)?;
-            let mut value = head_json(&head);
+            let mut value = json::head(view()?.head());
             value["pending_transactions"] = json!(api.pending_transactions());
             Ok(value)
         }
         "based_getAccount" => {
             let values = params.expect(method, &["address"])?;
             let address = parse_address(values[0])?;
-            let (head, state) = api.finalized().map_err(RpcError::internal)?;
-            let account = state.account(&address).map_err(RpcError::internal)?;
-            Ok(account_json(&address, &account, head.height))
+            let view = view()?;
+            let account = view.state().account(&address).map_err(RpcError::internal)?;
+            Ok(json::account(&address, &account, view.head().height))
         }
         "based_getBrain" => {
             let values = params.expect(method, &["id"])?;
             let id = parse_brain_id(values[0])?;
-            let (_, state) = api.finalized().map_err(RpcError::internal)?;
-            let brain = state.brain(id).map_err(RpcError::internal)?;
-            Ok(brain.map_or(Value::Null, |brain| brain_json(id, &brain)))
+            let brain = view()?.state().brain(id).map_err(RpcError::internal)?;
+            Ok(brain.map_or(Value::Null, |brain| json::brain(id, &brain)))
         }
         "based_listBrains" => {
             params.expect(method, &[])?;
-            let (_, state) = api.finalized().map_err(RpcError::internal)?;
-            let brains = state.brains().map_err(RpcError::internal)?;
+            let brains = view()?.state().brains().map_err(RpcError::internal)?;
             let list = brains
                 .iter()
                 .map(|(id, brain)| {
@@ -313,14 +380,95 @@ fn dispatch<A: NodeApi>(api: &A, method: &str, params: Params<'_>) -> Result<Val
             })?;
             Ok(json!({ "hash": hash.to_hex() }))
         }
+        "based_getTransaction" => {
+            let values = params.expect(method, &["hash"])?;
+            let hash = parse_hash("hash", values[0])?;
+            get_transaction(api, &hash)
+        }
+        "based_getBlock" => {
+            let values = params.parse(method, &["block"], &["full"])?;
+            let full = match values[1] {
+                None => false,
+                Some(value) => value.as_bool().ok_or_else(|| {
+                    RpcError::invalid_params(format!("full must be true or false, got {value}"))
+                })?,
+            };
+            let view = view()?;
+            let Some(height) = block_height(&view, values[0].unwrap_or(&Value::Null))? else {
+                return Ok(Value::Null);
+            };
+            let block = view.block(height).map_err(RpcError::internal)?;
+            Ok(block.map_or(Value::Null, |block| json::block(&block, full)))
+        }
+        "based_getBlockOutcome" => {
+            let values = params.expect(method, &["block"])?;
+            let view = view()?;
+            let Some(height) = block_height(&view, values[0])? else {
+                return Ok(Value::Null);
+            };
+            let outcome = view.outcome(height).map_err(RpcError::internal)?;
+            Ok(outcome.map_or(Value::Null, |outcome| json::outcome(&outcome, height)))
+        }
         _ => Err(RpcError::new(
             codes::METHOD_NOT_FOUND,
-            format!(
-                "unknown method \"{method}\"; available: based_getHead, based_getAccount, \
-                 based_getBrain, based_listBrains, based_sendTransaction"
-            ),
+            format!("unknown method \"{method}\"; available: {}", METHODS.join(", ")),
         )),
     }
+}
+
+/// The receipt once finalized, `{"status":"pending"}` while in this node's mempool, `null` if
+/// unknown. A transaction leaves the mempool only after its block is committed, so if it is
+/// not pending, a view taken after that check sees it if it was finalized meanwhile: no moment
+/// answers `null` for a transaction on its way from the mempool to a block.
+fn get_transaction<A: NodeApi>(api: &A, hash: &Hash) -> Result<Value, RpcError> {
+    if let Some(receipt) = finalized_receipt(&api.view().map_err(RpcError::internal)?, hash)? {
+        return Ok(receipt);
+    }
+    if api.is_pending(hash) {
+        return Ok(json!({ "hash": hash.to_hex(), "status": "pending" }));
+    }
+    let fresh = api.view().map_err(RpcError::internal)?;
+    Ok(finalized_receipt(&fresh, hash)?.unwrap_or(Value::Null))
+}
+
+fn finalized_receipt<V: ChainView>(view: &V, hash: &Hash) -> Result<Option<Value>, RpcError> {
+    let Some((height, index)) = view.transaction(hash).map_err(RpcError::internal)? else {
+        return Ok(None);
+    };
+    let outcome = view.outcome(height).map_err(RpcError::internal)?.ok_or_else(|| {
+        RpcError::internal(format!("block {height} has an indexed transaction but no receipts"))
+    })?;
+    let receipt = outcome.receipts.get(index as usize).ok_or_else(|| {
+        RpcError::internal(format!("block {height} has no receipt at index {index}"))
+    })?;
+    Ok(Some(json::receipt(receipt, height, index)))
+}
+
+/// A block given as a height (integer) or a hash (hex string); `None` if no finalized block
+/// has that hash or height.
+fn block_height<V: ChainView>(view: &V, value: &Value) -> Result<Option<u64>, RpcError> {
+    if let Some(height) = value.as_u64() {
+        return Ok((height <= view.head().height).then_some(height));
+    }
+    if value.is_string() {
+        let hash = parse_hash("block hash", value)?;
+        return view.height_of(&hash).map_err(RpcError::internal);
+    }
+    Err(RpcError::invalid_params(format!(
+        "block must be a height (non-negative integer) or a block hash (64 hex digits), got {value}"
+    )))
+}
+
+fn parse_hash(what: &str, value: &Value) -> Result<Hash, RpcError> {
+    let text = value.as_str().ok_or_else(|| {
+        RpcError::invalid_params(format!("{what} must be a string of 64 hex digits, got {value}"))
+    })?;
+    let digits = text.strip_prefix("0x").unwrap_or(text);
+    let bytes = decode_hex(digits).map_err(|e| RpcError::invalid_params(format!("{what}: {e}")))?;
+    let bytes: [u8; 32] = bytes.try_into().map_err(|_| {
+        RpcError::invalid_params(format!("{what} must be 64 hex digits, got \"{text}\""))
+    })?;
+    Ok(Hash(bytes))
 }
 
 fn parse_address(value: &Value) -> Result<PublicKey, RpcError> {
@@ -382,69 +530,6 @@ pub fn decode_hex(text: &str) -> Result<Vec<u8>, String> {
 
 pub fn encode_hex(bytes: &[u8]) -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
-}
-
-/// Amounts are decimal strings of base units (10^-9 BASED), exact beyond 2^53.
-fn amount(value: Amount) -> Value {
-    Value::String(value.to_string())
-}
-
-fn head_json(head: &Head) -> Value {
-    json!({
-        "chain_id": head.chain_id,
-        "height": head.height,
-        "hash": head.hash.to_hex(),
-        "state_root": head.state_root.to_hex(),
-        "timestamp_ms": head.timestamp_ms,
-        "proposer": head.proposer.to_hex(),
-    })
-}
-
-fn account_json(address: &PublicKey, account: &Account, height: u64) -> Value {
-    json!({
-        "address": address.to_hex(),
-        "height": height,
-        "nonce": account.nonce,
-        "balance": amount(account.balance),
-        "pepe": amount(account.pepe),
-        "pepe_locked": amount(account.pepe_locked),
-        "pepe_locked_until": account.pepe_locked_until,
-    })
-}
-
-fn brain_json(id: BrainId, brain: &Brain) -> Value {
-    let acquisition = match &brain.acquisition {
-        Acquisition::Reserved {} => json!({ "kind": "reserved" }),
-        Acquisition::Burn { price } => json!({ "kind": "burn", "price": amount(*price) }),
-        Acquisition::Stake { locked } => json!({ "kind": "stake", "locked": amount(*locked) }),
-    };
-    let s = &brain.settings;
-    let mut settings = Map::new();
-    settings.insert("model_id".into(), json!(s.model_id));
-    settings.insert("model_revision".into(), json!(s.model_revision));
-    settings.insert("model_hash".into(), json!(s.model_hash.to_hex()));
-    settings.insert("miners_ppb".into(), json!(s.miners_ppb));
-    settings.insert("name".into(), json!(s.name));
-    settings.insert("label".into(), json!(s.label));
-    settings.insert("reward_address".into(), json!(s.reward_address.to_hex()));
-    settings.insert("registration_fee".into(), amount(s.registration_fee));
-    settings.insert("memorize_fee".into(), amount(s.memorize_fee));
-    settings.insert("owner_fee_share_ppb".into(), json!(s.owner_fee_share_ppb));
-    settings.insert("prompt_price_per_1000".into(), amount(s.prompt_price_per_1000));
-    settings.insert("completion_price_per_1000".into(), amount(s.completion_price_per_1000));
-    settings.insert("max_context".into(), json!(s.max_context));
-    json!({
-        "id": id,
-        "owner": brain.owner.to_hex(),
-        "approved": brain.approved.map(|key| key.to_hex()),
-        "acquisition": acquisition,
-        "acquired_at": brain.acquired_at,
-        "matures_at": brain.matures_at(),
-        "stake": amount(brain.stake),
-        "performance": brain.performance,
-        "accrued": amount(brain.accrued),
-        "settings": settings,
-    })
 }
 
 #[cfg(test)]

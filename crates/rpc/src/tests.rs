@@ -1,18 +1,89 @@
 use std::sync::Mutex;
 
 use based_state::{GenesisConfig, MemoryStore, Params};
-use based_types::{Call, Encode as _, SecretKey, Transaction, coins};
+use based_types::{BlockHeader, Call, Encode as _, SecretKey, Transaction, coins};
 
 use super::*;
 
-/// A node whose finalized state is genesis; submissions are checked for a signature and kept.
+/// A chain in memory: the state machine executes blocks as a proposer would, and blocks and
+/// their outcomes are kept as a node's ledger keeps them. Submissions are checked for a
+/// signature and kept as the mempool.
 struct FakeNode {
-    store: MemoryStore,
+    chain: Mutex<Chain>,
     submitted: Mutex<Vec<SignedTransaction>>,
+}
+
+#[derive(Clone)]
+struct Chain {
+    store: MemoryStore,
+    blocks: Vec<Block>,
+    outcomes: Vec<OutcomeRecord>,
+}
+
+/// A snapshot of the fake chain.
+struct FakeView {
+    head: Head,
+    chain: Chain,
+}
+
+impl ChainView for FakeView {
+    type Store = MemoryStore;
+
+    fn head(&self) -> &Head {
+        &self.head
+    }
+
+    fn state(&self) -> State<MemoryStore> {
+        State::open(self.chain.store.clone())
+    }
+
+    fn block(&self, height: u64) -> Result<Option<Block>, String> {
+        Ok(self.chain.blocks.get(height as usize).cloned())
+    }
+
+    fn height_of(&self, hash: &Hash) -> Result<Option<u64>, String> {
+        Ok(self.chain.blocks.iter().position(|block| block.hash() == *hash).map(|h| h as u64))
+    }
+
+    fn outcome(&self, height: u64) -> Result<Option<OutcomeRecord>, String> {
+        Ok(self.chain.outcomes.get(height as usize).cloned())
+    }
+
+    fn transaction(&self, hash: &Hash) -> Result<Option<(u64, u32)>, String> {
+        for (height, outcome) in self.chain.outcomes.iter().enumerate() {
+            if let Some(index) = outcome.receipts.iter().position(|r| r.tx_hash == *hash) {
+                return Ok(Some((height as u64, index as u32)));
+            }
+        }
+        Ok(None)
+    }
+
+    fn last_epoch(&self, brain: BrainId) -> Result<Option<u64>, String> {
+        let paid = |event: &based_state::Event| matches!(event, based_state::Event::EpochPaid { brain: b, .. } if *b == brain);
+        let outcomes = &self.chain.outcomes;
+        Ok(outcomes.iter().rposition(|o| o.events.iter().any(paid)).map(|h| h as u64))
+    }
 }
 
 fn user() -> SecretKey {
     SecretKey::from_seed([1; 32])
+}
+
+fn header(
+    height: u64,
+    parent: Hash,
+    transactions: &[SignedTransaction],
+    root: Hash,
+) -> BlockHeader {
+    BlockHeader {
+        chain_id: 7,
+        height,
+        parent,
+        transactions_root: based_types::transactions_root(transactions),
+        state_root: root,
+        timestamp_ms: 1_000 * height + 5,
+        proposer: user().public_key(),
+    }
 }
 
 fn fake() -> FakeNode {
@@ -26,23 +97,55 @@ fn fake() -> FakeNode {
         params: Params::default(),
     };
     let state = State::genesis(MemoryStore::new(), config).expect("genesis");
-    FakeNode { store: state.into_store(), submitted: Mutex::new(Vec::new()) }
+    let genesis = Block {
+        header: header(0, Hash([0; 32]), &[], state.state_root()),
+        transactions: Vec::new(),
+    };
+    let chain = Chain {
+        store: state.into_store(),
+        blocks: vec![genesis],
+        outcomes: vec![Default::default()],
+    };
+    FakeNode { chain: Mutex::new(chain), submitted: Mutex::new(Vec::new()) }
+}
+
+impl FakeNode {
+    /// Finalizes a block of `transactions` (rejected ones are left out, as a proposer does)
+    /// and drops them from the pending list.
+    fn finalize(&self, transactions: Vec<SignedTransaction>) -> Block {
+        let mut chain = self.chain.lock().unwrap();
+        let mut state = State::open(chain.store.clone());
+        let (included, outcome) = state.propose_block(transactions).expect("block executes");
+        let parent = chain.blocks.last().expect("genesis").hash();
+        let height = chain.blocks.len() as u64;
+        let block = Block {
+            header: header(height, parent, &included, outcome.state_root),
+            transactions: included,
+        };
+        chain.store = state.into_store();
+        chain.blocks.push(block.clone());
+        chain.outcomes.push(OutcomeRecord::from(&outcome));
+        let included: Vec<Hash> = block.transactions.iter().map(|tx| tx.hash()).collect();
+        self.submitted.lock().unwrap().retain(|tx| !included.contains(&tx.hash()));
+        block
+    }
 }
 
 impl NodeApi for FakeNode {
-    type Store = MemoryStore;
+    type View = FakeView;
 
-    fn finalized(&self) -> Result<(Head, State<MemoryStore>), String> {
-        let state = State::open(self.store.clone());
+    fn view(&self) -> Result<FakeView, String> {
+        let chain = self.chain.lock().unwrap().clone();
+        let block = chain.blocks.last().expect("genesis");
         let head = Head {
             chain_id: 7,
-            height: 0,
-            hash: Hash([1; 32]),
-            state_root: state.state_root(),
-            timestamp_ms: 5,
-            proposer: user().public_key(),
+            height: block.header.height,
+            hash: block.hash(),
+            state_root: block.header.state_root,
+            timestamp_ms: block.header.timestamp_ms,
+            proposer: block.header.proposer,
         };
-        Ok((head, state))
+        Ok(FakeView { head, chain })
     }
 
     fn submit(&self, transaction: SignedTransaction) -> Result<(), String> {
@@ -55,6 +158,10 @@ impl NodeApi for FakeNode {
 
     fn pending_transactions(&self) -> usize {
         self.submitted.lock().unwrap().len()
+    }
+
+    fn is_pending(&self, hash: &Hash) -> bool {
+        self.submitted.lock().unwrap().iter().any(|tx| tx.hash() == *hash)
     }
 }
 
@@ -85,7 +192,7 @@ fn head_account_and_brains_come_from_the_finalized_state() {
     let head = &call(&node, "based_getHead", json!([]))["result"];
     assert_eq!(head["height"], 0);
     assert_eq!(head["chain_id"], 7);
-    assert_eq!(head["hash"], Hash([1; 32]).to_hex());
+    assert_eq!(head["hash"], node.view().unwrap().chain.blocks[0].hash().to_hex());
     assert_eq!(head["pending_transactions"], 0);
 
     let address = user().public_key().to_hex();
@@ -237,4 +344,94 @@ fn the_http_server_answers_on_loopback_and_refuses_oversized_bodies() {
     assert_eq!(status, 200);
     let response: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(response["error"]["code"], codes::PARSE_ERROR);
+}
+
+fn register(nonce: u64, brain: BrainId) -> SignedTransaction {
+    let call = Call::Register {
+        brain,
+        hotkey: SecretKey::from_seed([5; 32]).public_key(),
+        role: based_types::Role::Validator,
+        max_fee: coins(1_000),
+    };
+    Transaction { chain_id: 7, signer: user().public_key(), nonce, fee: 2_000, call }.sign(&user())
+}
+
+#[test]
+fn transactions_go_from_pending_to_finalized_with_receipts_and_failures() {
+    let node = fake();
+    let ok = transfer(0);
+    // Brain #9 does not exist: the call fails, the fee and nonce are taken.
+    let failing = register(1, 9);
+    for tx in [&ok, &failing] {
+        call(&node, "based_sendTransaction", json!([encode_hex(&tx.to_bytes())]));
+    }
+    let pending = &call(&node, "based_getTransaction", json!([ok.hash().to_hex()]))["result"];
+    assert_eq!(pending, &json!({ "hash": ok.hash().to_hex(), "status": "pending" }));
+    let unknown = call(&node, "based_getTransaction", json!([Hash([7; 32]).to_hex()]));
+    assert_eq!(unknown["result"], Value::Null);
+
+    let block = node.finalize(vec![ok.clone(), failing.clone()]);
+    let receipt = &call(&node, "based_getTransaction", json!([ok.hash().to_hex()]))["result"];
+    assert_eq!(receipt["status"], "finalized");
+    assert_eq!((receipt["height"].as_u64(), receipt["index"].as_u64()), (Some(1), Some(0)));
+    assert_eq!(receipt["fee"], "1000");
+    assert_eq!(receipt["success"], true);
+    assert_eq!(receipt["error"], Value::Null);
+    assert_eq!(receipt["events"][0]["kind"], "transferred");
+    assert_eq!(receipt["events"][0]["amount"], "5");
+    assert_eq!(receipt["events"][0]["from"], user().public_key().to_hex());
+
+    let named = json!({ "hash": format!("0x{}", failing.hash().to_hex()) });
+    let failed = &call(&node, "based_getTransaction", named)["result"];
+    assert_eq!(failed["status"], "finalized");
+    assert_eq!(failed["index"], 1);
+    assert_eq!(failed["success"], false);
+    assert_eq!(failed["error"], "Brain #9 does not exist");
+    assert_eq!(failed["events"], json!([]));
+    assert_eq!(failed["fee"], "2000");
+    let account = &call(&node, "based_getAccount", json!([user().public_key().to_hex()]));
+    assert_eq!(account["result"]["nonce"], 2, "the failed call used its nonce");
+
+    let by_height = &call(&node, "based_getBlock", json!([1]))["result"];
+    let by_hash = &call(&node, "based_getBlock", json!([block.hash().to_hex()]))["result"];
+    assert_eq!(by_height, by_hash);
+    assert_eq!(by_height["hash"], block.hash().to_hex());
+    assert_eq!(by_height["parent"], node.view().unwrap().chain.blocks[0].hash().to_hex());
+    assert_eq!(by_height["transaction_count"], 2);
+    assert_eq!(by_height["transactions"], json!([ok.hash().to_hex(), failing.hash().to_hex()]));
+    let full = &call(&node, "based_getBlock", json!({ "block": 1, "full": true }))["result"];
+    let first = &full["transactions"][0];
+    assert_eq!(first["hash"], ok.hash().to_hex());
+    assert_eq!(first["call"]["kind"], "transfer");
+    assert_eq!(first["encoded"], encode_hex(&ok.to_bytes()));
+    assert_eq!(full["transactions"][1]["call"]["role"], "validator");
+    assert_eq!(call(&node, "based_getBlock", json!([2]))["result"], Value::Null);
+    let nowhere = Hash([3; 32]).to_hex();
+    assert_eq!(call(&node, "based_getBlock", json!([nowhere]))["result"], Value::Null);
+
+    let outcome = &call(&node, "based_getBlockOutcome", json!([1]))["result"];
+    assert_eq!(outcome["receipts"][1]["error"], "Brain #9 does not exist");
+    assert!(outcome["events"].is_array());
+    assert_eq!(call(&node, "based_getBlockOutcome", json!([0]))["result"]["receipts"], json!([]));
+}
+
+#[test]
+fn block_and_transaction_parameters_are_checked() {
+    let node = fake();
+    let cases = [
+        ("based_getTransaction", json!(["12"]), "hash must be 64 hex digits, got \"12\""),
+        ("based_getTransaction", json!([12]), "hash must be a string of 64 hex digits, got 12"),
+        ("based_getTransaction", json!(["zz"]), "hash: invalid hex digit 'z' at position 0"),
+        ("based_getBlock", json!([-1]), "block must be a height (non-negative integer)"),
+        ("based_getBlock", json!([1, "yes"]), "full must be true or false, got \"yes\""),
+        ("based_getBlock", json!([]), "expects parameters [block, full?], got 0 positional"),
+        ("based_getBlock", json!([1, true, 3]), "got 3 positional parameters"),
+        ("based_getBlock", json!({ "full": true }), "missing \"block\""),
+        ("based_getBlock", json!({ "height": 1 }), "unknown parameter \"height\""),
+    ];
+    for (method, params, expected) in cases {
+        let (code, message) = error_of(&call(&node, method, params.clone()));
+        assert_eq!(code, codes::INVALID_PARAMS, "{method} {params}: {message}");
+        assert!(message.contains(expected), "{method} {params}: {message}");
+    }
 }

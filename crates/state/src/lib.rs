@@ -26,7 +26,7 @@ mod tests;
 pub use brains::burn_price;
 pub use emission::{BlockShares, split_block_reward};
 pub use error::{BlockError, GenesisError, TxError};
-pub use events::{BlockOutcome, Event, Receipt};
+pub use events::{BlockOutcome, Event, OutcomeRecord, Receipt, ReceiptRecord};
 pub use governance::{decide, is_giga_brain};
 pub use params::Params;
 pub use state::{GenesisConfig, State};
