@@ -140,6 +140,14 @@ fn a_devnet_finalizes_a_transfer_sent_over_rpc_and_resumes_after_sigterm() {
         assert_eq!(after["nonce"], nonce + 1);
         assert_eq!(amount(&after["balance"]), amount(&before["balance"]) - value - fee);
     }
+    let receipt = |node| {
+        let receipt = client::call(node, "based_getTransaction", json!([transfer.hash().to_hex()]));
+        receipt.expect("based_getTransaction")
+    };
+    let included = receipt(nodes[3]);
+    assert_eq!((&included["status"], &included["success"]), (&json!("finalized"), &json!(true)));
+    let block = client::call(nodes[0], "based_getBlock", json!([included["height"]])).unwrap();
+    assert_eq!(block["transactions"][included["index"].as_u64().unwrap() as usize], sent["hash"]);
 
     // The same through the CLI: `based transfer` waits for finality, `based query` reads.
     let rpc = format!("http://{}", nodes[2]);
@@ -200,5 +208,6 @@ fn a_devnet_finalizes_a_transfer_sent_over_rpc_and_resumes_after_sigterm() {
             height(node).is_some_and(|h| h > stopped_at)
         });
         assert_eq!(amount(&account(node, &recipient.to_hex())["balance"]), value);
+        assert_eq!(receipt(node), included, "receipts survive the restart");
     }
 }
