@@ -376,7 +376,7 @@ fn rhombus_rows(budget: Duration) {
     }
     for (regime, layer, own_bound) in regimes {
         println!(
-            "\nRhombus, weights: {regime}\n{:<8} {:>3} {:>2} {:>9} {:>7} {:>8} {:>8} {:>9} {:>6} {:>9} {:>9} {:>8} {:>8} {:>6} {:>7} {:>6}",
+            "\nRhombus, weights: {regime}\n{:<8} {:>3} {:>2} {:>9} {:>7} {:>8} {:>8} {:>9} {:>6} {:>9} {:>9} {:>8} {:>8} {:>6} {:>7} {:>6} {:>15}",
             "stage",
             "g0",
             "u",
@@ -392,7 +392,8 @@ fn rhombus_rows(budget: Duration) {
             "dec ms",
             "sigmas",
             "worst",
-            "enc MB"
+            "enc MB",
+            "choose/encode s"
         );
         let mut rng = ChaCha20Rng::seed_from_u64(4242);
         let (mut up, mut down, mut switches, mut miner, mut client, mut memory) =
@@ -405,10 +406,14 @@ fn rhombus_rows(budget: Duration) {
             };
             let bound = if own_bound { row_bound(&weights, n_in) } else { 127 * 128 * n_in as u64 };
             let params = Params::for_product_bound(bound).expect("params");
+            let start = Instant::now();
             let plan = RhombusPlan::choose(&params, n_in, n_out, &weights).expect("plan");
+            let choose_time = start.elapsed();
             let key = SecretKey::generate(&params, &mut rng);
             let keys = RhombusKeys::generate(&key, &[&plan], &mut rng).expect("keys");
+            let start = Instant::now();
             let matrix = RhombusMatrix::encode(&params, &plan, &weights).expect("encode");
+            let encode_time = start.elapsed();
             let x = random_i8(&mut rng, n_in, i8::MIN);
             let upload = rhombus_encrypt(&key, &plan, &x, &mut rng).expect("encrypt");
             let results = matrix.apply(&upload, keys.input.as_ref(), &keys.tree).expect("apply");
@@ -440,7 +445,7 @@ fn rhombus_rows(budget: Duration) {
             });
             let (input_switches, tree_switches) = plan.key_switches();
             println!(
-                "{:<8} {:>3} {:>2} {:>9} {:>7} {:>8.1} {:>8.1} {:>9} {:>6} {:>9.2} {:>9.2} {:>8.3} {:>8.3} {:>6.1} {:>7.1} {:>6.0}",
+                "{:<8} {:>3} {:>2} {:>9} {:>7} {:>8.1} {:>8.1} {:>9} {:>6} {:>9.2} {:>9.2} {:>8.3} {:>8.3} {:>6.1} {:>7.1} {:>6.0} {:>15}",
                 name,
                 1 << plan.log2_input_conjugates(),
                 plan.split_point(),
@@ -457,6 +462,7 @@ fn rhombus_rows(budget: Duration) {
                 matrix.noise_sigmas(),
                 rhombus_worst_case_noise_sigmas(&params, &plan),
                 matrix.memory_bytes() as f64 / 1e6,
+                format!("{:.2}/{:.2}", choose_time.as_secs_f64(), encode_time.as_secs_f64()),
             );
             up += 30 * plan.upload_bytes();
             down += 30 * plan.download_bytes();

@@ -413,6 +413,8 @@ fn twisted_weights(
     j: usize,
 ) -> Vec<i64> {
     let g = conjugate_exponent(plan.h(), j);
+    let mask = 2 * N - 1; // exponents live mod 2N (X^N = -1), a power of two
+    let offsets: Vec<usize> = (0..plan.n_in).map(|a| (2 * N - ((a * g) & mask)) & mask).collect();
     let mut poly = vec![0i64; N];
     for p in 0..1usize << plan.u {
         let row = block * N + (accumulator << plan.u) + p;
@@ -420,13 +422,10 @@ fn twisted_weights(
             break;
         }
         let base = p * plan.stride();
-        for (a, &w) in weights[row * plan.n_in..][..plan.n_in].iter().enumerate() {
-            let exponent = (base + 2 * N - (a * g) % (2 * N)) % (2 * N);
-            if exponent < N {
-                poly[exponent] += i64::from(w);
-            } else {
-                poly[exponent - N] -= i64::from(w);
-            }
+        for (&offset, &w) in offsets.iter().zip(&weights[row * plan.n_in..][..plan.n_in]) {
+            let exponent = (base + offset) & mask;
+            let w = i64::from(w);
+            poly[exponent & (N - 1)] += if exponent < N { w } else { -w };
         }
     }
     poly
