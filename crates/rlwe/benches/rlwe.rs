@@ -357,6 +357,30 @@ fn real_weights(layer: usize, stage: &str, n_out: usize, n_in: usize) -> Option<
 /// allows for the given weights, bytes, key switches, miner and client times; per SmolLM2 token
 /// the totals and the Galois keys uploaded once per session.
 fn rhombus_rows(budget: Duration) {
+    // The tree's key switch in NTT form: 64 outputs of 2048 inputs make 64 one-row
+    // accumulators, so apply is 68 key switches and only 64 ct x pt products.
+    let mut rng = ChaCha20Rng::seed_from_u64(7);
+    // Weights in {-1, 0, 1} and t for them: room for an 11-level tree at wide digits.
+    let params = Params::for_product_bound(128 * 2048).expect("params");
+    let key = SecretKey::generate(&params, &mut rng);
+    let weights: Vec<i8> = (0..64 * 2048).map(|i| (i % 3) as i8 - 1).collect();
+    for bits in [8u32, 9, 11] {
+        let plan = RhombusPlan::new(&params, 2048, 64, 0, 54, 0, bits).expect("plan");
+        let matrix = RhombusMatrix::encode(&params, &plan, &weights).expect("encode");
+        let keys = RhombusKeys::generate(&key, &[&plan], &mut rng).expect("keys");
+        let upload = rhombus_encrypt(&key, &plan, &vec![1; 2048], &mut rng).expect("encrypt");
+        let apply = with_threads(1, || {
+            best_time(budget, || {
+                black_box(matrix.apply(&upload, None, &keys.tree).expect("apply"));
+            })
+        });
+        let switches = plan.key_switches().1;
+        println!(
+            "NTT-form tree key switch, {} digits of 2^{bits}: {:.1} us (apply of {switches} key switches and 64 products, 1 thread, / {switches})",
+            gadget_digits(bits),
+            micros(apply) / switches as f64
+        );
+    }
     let shapes = [("qkv", 960, 576), ("o", 576, 576), ("gate_up", 3072, 576), ("down", 576, 1536)];
     // (label, real layer, t from the matrix's own bound max_r |W_r|_1 * 128 instead of the i8
     // worst case 127 * 128 * n_in)

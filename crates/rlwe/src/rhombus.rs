@@ -888,7 +888,7 @@ impl RhombusMatrix {
         let Some(keys) = input_keys.filter(|_| self.plan.g0() > 1) else {
             return Ok(vec![identity]);
         };
-        let digits = ntt_digits(&self.params, &identity.a, keys.digit_bits());
+        let digits = ntt_digits(&self.params, &identity.a, None, keys.digit_bits());
         let others: Vec<NttCt> = self
             .plan
             .input_exponents()
@@ -901,6 +901,7 @@ impl RhombusMatrix {
                     key_b,
                     &identity.b,
                     &self.automorphisms.permutations[&k],
+                    DigitsOf::Mask,
                 ))
             })
             .collect::<Result<_, RlweError>>()?;
@@ -975,13 +976,16 @@ impl RhombusMatrix {
         let shift = &self.automorphisms.shifts[h.trailing_zeros() as usize];
         let switch = |ct: &NttCt| -> Result<NttCt, RlweError> {
             let (key_a, key_b) = keys.key_ntt(k)?;
-            let digits = ntt_digits(&self.params, &ct.a, keys.digit_bits());
+            // One node, one automorphism: rotate a in coefficient form (one pass) so that the
+            // digits meet the keys slot by slot, instead of gathering every digit.
+            let digits = ntt_digits(&self.params, &ct.a, Some(k), keys.digit_bits());
             Ok(switch_with_digits(
                 &digits,
                 key_a,
                 key_b,
                 &ct.b,
                 &self.automorphisms.permutations[&k],
+                DigitsOf::RotatedMask,
             ))
         };
         Ok(match (even, odd) {
@@ -1012,11 +1016,20 @@ impl RhombusMatrix {
     }
 }
 
-/// Gadget digits of a polynomial given in NTT form (times N^-1), each forward-transformed.
-fn ntt_digits(params: &Params, a_scaled: &[u64], digit_bits: u32) -> Vec<Vec<u64>> {
+/// Gadget digits of a polynomial given in NTT form (times N^-1), optionally after the
+/// automorphism X -> X^k, each forward-transformed.
+fn ntt_digits(
+    params: &Params,
+    a_scaled: &[u64],
+    automorphism: Option<usize>,
+    digit_bits: u32,
+) -> Vec<Vec<u64>> {
     let ntt = params.ntt();
     let mut a = a_scaled.to_vec();
     ntt.inverse_unscaled(&mut a);
+    if let Some(k) = automorphism {
+        a = crate::galois::automorphism(&a, k);
+    }
     let mut digits = decompose(&a, digit_bits);
     for digit in &mut digits {
         ntt.forward(digit);
@@ -1024,23 +1037,33 @@ fn ntt_digits(params: &Params, a_scaled: &[u64], digit_bits: u32) -> Vec<Vec<u64
     digits
 }
 
-/// sigma_k(ct) switched back to s, from the digits of ct.a (NTT form) and ct.b (NTT form,
-/// times N^-1): sigma_k(digit) in NTT form is the permuted digit, so no transform is needed.
-/// Keys are NTT(key) N^-1, so the result is in the same scaled NTT form.
+/// Whose digits [`switch_with_digits`] gets: of the mask itself (hoisted: shared by several
+/// automorphisms, so each permutes them slot by slot) or of the already rotated mask.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum DigitsOf {
+    Mask,
+    RotatedMask,
+}
+
+/// sigma_k(ct) switched back to s, from the gadget digits of ct.a (NTT form) and ct.b (NTT
+/// form, times N^-1): sigma_k of a polynomial in NTT form is a permutation of its slots, so no
+/// transform is needed. Keys are NTT(key) N^-1, so the result is in the same scaled NTT form.
 fn switch_with_digits(
     digits: &[Vec<u64>],
     key_a: &[Vec<u64>],
     key_b: &[Vec<u64>],
     b_scaled: &[u64],
     permutation: &[u32],
+    of: DigitsOf,
 ) -> NttCt {
     let mut a = vec![0u64; N];
     let mut b = vec![0u64; N];
     for (i, &from) in permutation.iter().enumerate() {
         let from = from as usize;
+        let slot = if of == DigitsOf::Mask { from } else { i };
         let (mut wide_a, mut wide_b) = (0u128, u128::from(b_scaled[from]));
         for ((digit, ka), kb) in digits.iter().zip(key_a).zip(key_b) {
-            let d = u128::from(digit[from]);
+            let d = u128::from(digit[slot]);
             wide_a += d * u128::from(ka[i]);
             wide_b += d * u128::from(kb[i]);
         }
