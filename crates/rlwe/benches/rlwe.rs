@@ -371,7 +371,7 @@ fn rhombus_rows(budget: Duration) {
         let upload = rhombus_encrypt(&key, &plan, &vec![1; 2048], &mut rng).expect("encrypt");
         let apply = with_threads(1, || {
             best_time(budget, || {
-                black_box(matrix.apply(&upload, None, &keys.tree).expect("apply"));
+                black_box(matrix.apply(&upload, &keys).expect("apply"));
             })
         });
         let switches = plan.key_switches().1;
@@ -440,7 +440,7 @@ fn rhombus_rows(budget: Duration) {
             let encode_time = start.elapsed();
             let x = random_i8(&mut rng, n_in, i8::MIN);
             let upload = rhombus_encrypt(&key, &plan, &x, &mut rng).expect("encrypt");
-            let results = matrix.apply(&upload, keys.input.as_ref(), &keys.tree).expect("apply");
+            let results = matrix.apply(&upload, &keys).expect("apply");
             let mut plain = vec![0i32; n_out];
             plain_matvec(&weights, &x, &mut plain);
             let decrypted =
@@ -452,9 +452,7 @@ fn rhombus_rows(budget: Duration) {
             let apply_on = |threads: usize| {
                 with_threads(threads, || {
                     best_time(budget, || {
-                        black_box(
-                            matrix.apply(&upload, keys.input.as_ref(), &keys.tree).expect("apply"),
-                        );
+                        black_box(matrix.apply(&upload, &keys).expect("apply"));
                     })
                 })
             };
@@ -513,8 +511,8 @@ fn rhombus_rows(budget: Duration) {
             miner * 1e3,
             client * 1e3,
             session_keys.byte_len() as f64 / 1e3,
-            session_keys.input.as_ref().map_or(0, |k| k.exponents().len()),
-            session_keys.tree.exponents().len(),
+            session_keys.input().map_or(0, |k| k.exponents().len()),
+            session_keys.tree().exponents().len(),
             memory as f64 / 1e9,
         );
     }

@@ -218,6 +218,11 @@ impl GaloisKeys {
         Ok((&key.a_ntt, &key.b_ntt))
     }
 
+    /// Every key as (k, its [`Self::key_ntt`] parts).
+    pub(crate) fn keys_ntt(&self) -> impl Iterator<Item = (usize, KeyNtt<'_>)> {
+        self.keys.iter().map(|key| (key.k, (key.a_ntt.as_slice(), key.b_ntt.as_slice())))
+    }
+
     fn key(&self, k: usize) -> Result<&GaloisKey, RlweError> {
         self.keys.iter().find(|key| key.k == k).ok_or_else(|| RlweError::LayoutMismatch {
             what: "Galois keys",

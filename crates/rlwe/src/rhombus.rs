@@ -22,12 +22,13 @@
 //! so a tree key switch costs one inverse NTT plus one forward NTT per digit.
 
 use std::collections::HashMap;
+use std::sync::OnceLock;
 
 use rand_core::CryptoRng;
 use rayon::prelude::*;
 
 use crate::error::RlweError;
-use crate::galois::{GaloisKeys, MAX_DIGIT_BITS, MIN_DIGIT_BITS, decompose, gadget_digits};
+use crate::galois::{GaloisKeys, KeyNtt, MAX_DIGIT_BITS, MIN_DIGIT_BITS, decompose, gadget_digits};
 use crate::params::{
     CIPHERTEXT_MODULUS, CIPHERTEXT_MODULUS_BITS, MAX_ABS_INPUT, MAX_LOG2_PLAINTEXT_MODULUS,
     MIN_NOISE_SIGMAS, Params, RING_DEGREE,
@@ -626,15 +627,38 @@ fn check_result(plan: &RhombusPlan, block: usize, ct: &RhombusResult) -> Result<
     Ok(())
 }
 
-/// The client's Galois keys for a set of Rhombus plans (all stages of a model): one set for
-/// the input conjugates (if any plan has some) and one for the trees, each at the narrowest
-/// digit base any plan needs.
+/// The Galois keys of one session for a set of Rhombus plans (all stages of a model): one
+/// set for the input conjugates (if any plan has some) and one for the trees, each at the
+/// narrowest digit base any plan needs. The client generates them; the miner rebuilds them
+/// from the two received [`GaloisKeys`] with [`RhombusKeys::from_parts`].
 pub struct RhombusKeys {
-    pub input: Option<GaloisKeys>,
-    pub tree: GaloisKeys,
+    input: Option<GaloisKeys>,
+    tree: GaloisKeys,
+    /// Miner side, built on first use: the input keys with their NTT slots pre-permuted by
+    /// their automorphism, so that a hoisted conjugate multiplies the shared digits slot by
+    /// slot and permutes only its result (2 gathers per slot instead of one per digit).
+    prepared: OnceLock<HashMap<usize, PreparedKey>>,
+}
+
+struct PreparedKey {
+    a: Vec<Vec<u64>>,
+    b: Vec<Vec<u64>>,
+    permutation: Vec<u32>,
 }
 
 impl RhombusKeys {
+    pub fn from_parts(input: Option<GaloisKeys>, tree: GaloisKeys) -> Self {
+        Self { input, tree, prepared: OnceLock::new() }
+    }
+
+    pub fn input(&self) -> Option<&GaloisKeys> {
+        self.input.as_ref()
+    }
+
+    pub fn tree(&self) -> &GaloisKeys {
+        &self.tree
+    }
+
     pub fn generate<R: CryptoRng + ?Sized>(
         key: &SecretKey,
         plans: &[&RhombusPlan],
@@ -657,7 +681,33 @@ impl RhombusKeys {
             _ => None,
         };
         let tree = GaloisKeys::generate(key, &tree_exponents, tree_bits, rng)?;
-        Ok(Self { input, tree })
+        Ok(Self::from_parts(input, tree))
+    }
+
+    /// The prepared input keys (key'[m] = key[i] for m = perm[i]), built once.
+    fn prepared(&self, params: &Params) -> &HashMap<usize, PreparedKey> {
+        self.prepared.get_or_init(|| {
+            let Some(input) = &self.input else { return HashMap::new() };
+            let keys: Vec<(usize, KeyNtt<'_>)> = input.keys_ntt().collect();
+            keys.into_par_iter()
+                .map(|(k, (a, b))| {
+                    let permutation = ntt_permutation(params, k);
+                    let permute = |digits: &[Vec<u64>]| -> Vec<Vec<u64>> {
+                        digits
+                            .iter()
+                            .map(|digit| {
+                                let mut out = vec![0u64; N];
+                                for (&value, &to) in digit.iter().zip(&permutation) {
+                                    out[to as usize] = value;
+                                }
+                                out
+                            })
+                            .collect()
+                    };
+                    (k, PreparedKey { a: permute(a), b: permute(b), permutation })
+                })
+                .collect()
+        })
     }
 
     /// Bytes uploaded once per session.
@@ -781,21 +831,20 @@ impl RhombusMatrix {
         self.energy.sigmas(&self.params, &self.plan)
     }
 
-    /// W x for one upload: [`RhombusPlan::result_cts`] packed results. `input_keys` must hold
-    /// the plan's input exponents when it has input conjugates; both key sets must use digits
-    /// no wider than the margin allows (checked).
+    /// W x for one upload: [`RhombusPlan::result_cts`] packed results. The keys must hold the
+    /// plan's input exponents (when it has input conjugates) and tree exponents, at digits no
+    /// wider than the margin allows (checked).
     pub fn apply(
         &self,
         upload: &RhombusUpload,
-        input_keys: Option<&GaloisKeys>,
-        tree_keys: &GaloisKeys,
+        keys: &RhombusKeys,
     ) -> Result<Vec<RhombusResult>, RlweError> {
-        self.check_keys(input_keys, tree_keys)?;
+        self.check_keys(keys.input(), keys.tree())?;
         self.check_upload(upload)?;
-        let conjugates = self.conjugates(upload, input_keys)?;
+        let conjugates = self.conjugates(upload, keys)?;
         (0..self.plan.result_cts())
             .into_par_iter()
-            .map(|block| self.block_result(&conjugates, block, tree_keys))
+            .map(|block| self.block_result(&conjugates, block, keys.tree()))
             .collect()
     }
 
@@ -803,10 +852,9 @@ impl RhombusMatrix {
     pub fn apply_batch(
         &self,
         uploads: &[RhombusUpload],
-        input_keys: Option<&GaloisKeys>,
-        tree_keys: &GaloisKeys,
+        keys: &RhombusKeys,
     ) -> Result<Vec<Vec<RhombusResult>>, RlweError> {
-        uploads.par_iter().map(|upload| self.apply(upload, input_keys, tree_keys)).collect()
+        uploads.par_iter().map(|upload| self.apply(upload, keys)).collect()
     }
 
     fn check_keys(
@@ -875,7 +923,7 @@ impl RhombusMatrix {
     fn conjugates(
         &self,
         upload: &RhombusUpload,
-        input_keys: Option<&GaloisKeys>,
+        keys: &RhombusKeys,
     ) -> Result<Vec<NttCt>, RlweError> {
         let ntt = self.params.ntt();
         let mut a = expand_mask_ntt(&upload.seed);
@@ -885,24 +933,21 @@ impl RhombusMatrix {
         ntt.forward(&mut b);
         ntt.scale_by_inverse_n(&mut b);
         let identity = NttCt { a, b };
-        let Some(keys) = input_keys.filter(|_| self.plan.g0() > 1) else {
+        let Some(input) = keys.input().filter(|_| self.plan.g0() > 1) else {
             return Ok(vec![identity]);
         };
-        let digits = ntt_digits(&self.params, &identity.a, None, keys.digit_bits());
+        let digits = ntt_digits(&self.params, &identity.a, None, input.digit_bits());
+        let prepared = keys.prepared(&self.params);
         let others: Vec<NttCt> = self
             .plan
             .input_exponents()
             .into_par_iter()
             .map(|k| {
-                let (key_a, key_b) = keys.key_ntt(k)?;
-                Ok(switch_with_digits(
-                    &digits,
-                    key_a,
-                    key_b,
-                    &identity.b,
-                    &self.automorphisms.permutations[&k],
-                    DigitsOf::Mask,
-                ))
+                let key = prepared.get(&k).ok_or_else(|| RlweError::LayoutMismatch {
+                    what: "Galois keys",
+                    detail: format!("no key for the automorphism X -> X^{k}"),
+                })?;
+                Ok(switch_hoisted(&digits, key, &identity.b))
             })
             .collect::<Result<_, RlweError>>()?;
         let mut all = Vec::with_capacity(self.plan.g0());
@@ -979,14 +1024,7 @@ impl RhombusMatrix {
             // One node, one automorphism: rotate a in coefficient form (one pass) so that the
             // digits meet the keys slot by slot, instead of gathering every digit.
             let digits = ntt_digits(&self.params, &ct.a, Some(k), keys.digit_bits());
-            Ok(switch_with_digits(
-                &digits,
-                key_a,
-                key_b,
-                &ct.b,
-                &self.automorphisms.permutations[&k],
-                DigitsOf::RotatedMask,
-            ))
+            Ok(switch_rotated(&digits, key_a, key_b, &ct.b, &self.automorphisms.permutations[&k]))
         };
         Ok(match (even, odd) {
             (None, None) => None,
@@ -1037,33 +1075,22 @@ fn ntt_digits(
     digits
 }
 
-/// Whose digits [`switch_with_digits`] gets: of the mask itself (hoisted: shared by several
-/// automorphisms, so each permutes them slot by slot) or of the already rotated mask.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum DigitsOf {
-    Mask,
-    RotatedMask,
-}
-
-/// sigma_k(ct) switched back to s, from the gadget digits of ct.a (NTT form) and ct.b (NTT
-/// form, times N^-1): sigma_k of a polynomial in NTT form is a permutation of its slots, so no
-/// transform is needed. Keys are NTT(key) N^-1, so the result is in the same scaled NTT form.
-fn switch_with_digits(
+/// sigma_k(ct) switched back to s, from the gadget digits of sigma_k(ct.a) (NTT form) and ct.b
+/// (NTT form, times N^-1): sigma_k of ct.b is a permutation of its NTT slots. Keys are
+/// NTT(key) N^-1, so the result is in the same scaled NTT form.
+fn switch_rotated(
     digits: &[Vec<u64>],
     key_a: &[Vec<u64>],
     key_b: &[Vec<u64>],
     b_scaled: &[u64],
     permutation: &[u32],
-    of: DigitsOf,
 ) -> NttCt {
     let mut a = vec![0u64; N];
     let mut b = vec![0u64; N];
     for (i, &from) in permutation.iter().enumerate() {
-        let from = from as usize;
-        let slot = if of == DigitsOf::Mask { from } else { i };
-        let (mut wide_a, mut wide_b) = (0u128, u128::from(b_scaled[from]));
+        let (mut wide_a, mut wide_b) = (0u128, u128::from(b_scaled[from as usize]));
         for ((digit, ka), kb) in digits.iter().zip(key_a).zip(key_b) {
-            let d = u128::from(digit[slot]);
+            let d = u128::from(digit[i]);
             wide_a += d * u128::from(ka[i]);
             wide_b += d * u128::from(kb[i]);
         }
@@ -1071,6 +1098,26 @@ fn switch_with_digits(
         b[i] = reduce_wide(wide_b);
     }
     NttCt { a, b }
+}
+
+/// A hoisted conjugate: the digits of the unrotated mask meet the pre-permuted key slot by
+/// slot (slot m of the rotated ciphertext is slot perm^-1(m) of the result), then the sums and
+/// ct.b are permuted once: result[i] = sum[perm[i]].
+fn switch_hoisted(digits: &[Vec<u64>], key: &PreparedKey, b_scaled: &[u64]) -> NttCt {
+    let mut sum_a = vec![0u64; N];
+    let mut sum_b = vec![0u64; N];
+    for m in 0..N {
+        let (mut wide_a, mut wide_b) = (0u128, u128::from(b_scaled[m]));
+        for ((digit, ka), kb) in digits.iter().zip(&key.a).zip(&key.b) {
+            let d = u128::from(digit[m]);
+            wide_a += d * u128::from(ka[m]);
+            wide_b += d * u128::from(kb[m]);
+        }
+        sum_a[m] = reduce_wide(wide_a);
+        sum_b[m] = reduce_wide(wide_b);
+    }
+    let permute = |sum: &[u64]| key.permutation.iter().map(|&from| sum[from as usize]).collect();
+    NttCt { a: permute(&sum_a), b: permute(&sum_b) }
 }
 
 /// sum_j conjugate_j * weight_j pointwise (lazy 128-bit sums, reduced every LAZY_TERMS).
@@ -1265,14 +1312,15 @@ mod tests {
         let key = SecretKey::generate(params, rng);
         let keys = RhombusKeys::generate(&key, &[plan], rng).unwrap();
         let input_keys =
-            keys.input.as_ref().map(|k| GaloisKeys::from_bytes(params, &k.to_bytes()).unwrap());
-        let tree_keys = GaloisKeys::from_bytes(params, &keys.tree.to_bytes()).unwrap();
+            keys.input().map(|k| GaloisKeys::from_bytes(params, &k.to_bytes()).unwrap());
+        let tree_keys = GaloisKeys::from_bytes(params, &keys.tree().to_bytes()).unwrap();
+        let keys = RhombusKeys::from_parts(input_keys, tree_keys);
         let matrix = RhombusMatrix::encode(params, plan, weights).unwrap();
         let upload = rhombus_encrypt(&key, plan, x, rng).unwrap();
         let bytes = upload.to_bytes();
         assert_eq!(bytes.len(), plan.upload_bytes());
         let upload = RhombusUpload::from_bytes(plan, &bytes).unwrap();
-        let results = matrix.apply(&upload, input_keys.as_ref(), &tree_keys).unwrap();
+        let results = matrix.apply(&upload, &keys).unwrap();
         let bytes: Vec<Vec<u8>> = results.iter().map(RhombusResult::to_bytes).collect();
         assert_eq!(bytes.iter().map(Vec::len).sum::<usize>(), plan.download_bytes());
         let received: Vec<RhombusResult> = bytes
@@ -1392,7 +1440,7 @@ mod tests {
         let inputs: Vec<Vec<i8>> = (0..5).map(|_| random_i8(&mut rng, n_in, i8::MIN)).collect();
         let uploads: Vec<RhombusUpload> =
             inputs.iter().map(|x| rhombus_encrypt(&key, &plan, x, &mut rng).unwrap()).collect();
-        let results = matrix.apply_batch(&uploads, keys.input.as_ref(), &keys.tree).unwrap();
+        let results = matrix.apply_batch(&uploads, &keys).unwrap();
         for (x, result) in inputs.iter().zip(&results) {
             let products = rhombus_decrypt(&key, &plan, result, u64::MAX).unwrap();
             assert_eq!(products, plain_products(&weights, x));
@@ -1419,7 +1467,7 @@ mod tests {
         let matrix = RhombusMatrix::encode(&params, &plan, &weights).unwrap();
         let x = random_i8(&mut rng, n_in, i8::MIN);
         let upload = rhombus_encrypt(&key, &plan, &x, &mut rng).unwrap();
-        let results = matrix.apply(&upload, keys.input.as_ref(), &keys.tree).unwrap();
+        let results = matrix.apply(&upload, &keys).unwrap();
         Session { params, plan, key, keys, matrix, upload, results }
     }
 
@@ -1467,11 +1515,7 @@ mod tests {
         assert!(RhombusUpload::from_bytes(&other, &upload).is_err());
         assert!(RhombusResult::from_bytes(&other, 1, &result).is_err());
         assert!(matches!(
-            s.matrix.apply(
-                &RhombusUpload { log2_c: 10, ..s.upload.clone() },
-                s.keys.input.as_ref(),
-                &s.keys.tree
-            ),
+            s.matrix.apply(&RhombusUpload { log2_c: 10, ..s.upload.clone() }, &s.keys),
             Err(RlweError::LayoutMismatch { .. })
         ));
         assert!(matches!(
@@ -1487,13 +1531,13 @@ mod tests {
         let mut rng = ChaCha20Rng::seed_from_u64(2);
         let few = GaloisKeys::generate(&s.key, &[3], 9, &mut rng).unwrap();
         assert!(matches!(
-            s.matrix.apply(&s.upload, None, &few),
+            s.matrix.apply(&s.upload, &RhombusKeys::from_parts(None, few)),
             Err(RlweError::LayoutMismatch { what: "Galois keys", .. })
         ));
         // Keys with digits too wide for the margin are refused.
         let wide = GaloisKeys::generate(&s.key, &s.plan.tree_exponents(), 27, &mut rng).unwrap();
         assert!(matches!(
-            s.matrix.apply(&s.upload, s.keys.input.as_ref(), &wide),
+            s.matrix.apply(&s.upload, &RhombusKeys::from_parts(s.keys.input().cloned(), wide)),
             Err(RlweError::NoiseBudgetExceeded { .. })
         ));
     }
@@ -1509,7 +1553,7 @@ mod tests {
             Err(RlweError::ResultOutOfBound { .. })
         ));
         let wrong = RhombusKeys::generate(&other, &[&s.plan], &mut rng).unwrap();
-        let garbage = s.matrix.apply(&s.upload, wrong.input.as_ref(), &wrong.tree).unwrap();
+        let garbage = s.matrix.apply(&s.upload, &wrong).unwrap();
         assert!(matches!(
             rhombus_decrypt(&s.key, &s.plan, &garbage, s.params.product_bound()),
             Err(RlweError::ResultOutOfBound { .. })
@@ -1547,7 +1591,7 @@ mod tests {
             let keys = RhombusKeys::generate(&key, &[&plan], &mut rng).unwrap();
             let x = random_i8(&mut rng, n_in, i8::MIN);
             let upload = rhombus_encrypt(&key, &plan, &x, &mut rng).unwrap();
-            let results = matrix.apply(&upload, keys.input.as_ref(), &keys.tree).unwrap();
+            let results = matrix.apply(&upload, &keys).unwrap();
             let products = plain_products(&weights, &x);
             let modulus = 1u64 << plan.result_bits;
             let headroom = plan.result_bits - plan.log2_t;
