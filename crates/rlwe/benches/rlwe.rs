@@ -375,10 +375,20 @@ fn rhombus_rows(budget: Duration) {
             })
         });
         let switches = plan.key_switches().1;
+        // The coefficient-form switch of `galois` (used by `packing`), back to back.
+        let a: Vec<u64> =
+            (0..RING_DEGREE as u64).map(|i| (i * 0x9e37_79b9) % CIPHERTEXT_MODULUS).collect();
+        let k = plan.tree_exponents()[0];
+        let coefficient_form = with_threads(1, || {
+            best_time(budget, || {
+                black_box(keys.tree().apply_automorphism(k, &a, &a).expect("switch"));
+            })
+        });
         println!(
-            "NTT-form tree key switch, {} digits of 2^{bits}: {:.1} us (apply of {switches} key switches and 64 products, 1 thread, / {switches})",
+            "NTT-form tree key switch, {} digits of 2^{bits}: {:.1} us (apply of {switches} key switches and 64 products, 1 thread, / {switches}); coefficient-form switch alone {:.1} us",
             gadget_digits(bits),
-            micros(apply) / switches as f64
+            micros(apply) / switches as f64,
+            micros(coefficient_form)
         );
     }
     let shapes = [("qkv", 960, 576), ("o", 576, 576), ("gate_up", 3072, 576), ("down", 576, 1536)];
