@@ -162,6 +162,28 @@ impl Params {
         Ok(params)
     }
 
+    /// Parameters sized for one weight matrix (n_in columns, row major) and i8 inputs: the
+    /// product bound is the matrix's own max_r |W_r|_1 * 128 instead of the i8 worst case
+    /// 127 * 128 * n_in. Real weights sit far below the worst case (SmolLM2: 0.32 of it), so t
+    /// is smaller and Delta = (q-1)/t larger: the noise budget grows by the square of that
+    /// factor (crate README, "Rhombus"). Client and miner derive the same t from the public
+    /// weights.
+    pub fn for_weights(n_in: usize, weights_row_major: &[i8]) -> Result<Self, RlweError> {
+        if n_in == 0 || weights_row_major.is_empty() {
+            return Err(RlweError::EmptyMatrix { n_out: weights_row_major.len(), n_in });
+        }
+        if !weights_row_major.len().is_multiple_of(n_in) {
+            return Err(RlweError::WrongLength {
+                what: "weights",
+                expected: weights_row_major.len().div_ceil(n_in) * n_in,
+                actual: weights_row_major.len(),
+            });
+        }
+        let l1 = |row: &[i8]| row.iter().map(|&w| u64::from(w.unsigned_abs())).sum::<u64>();
+        let largest = weights_row_major.chunks_exact(n_in).map(l1).max().unwrap_or(0);
+        Self::for_product_bound(largest * MAX_ABS_INPUT)
+    }
+
     pub fn ring_degree(&self) -> usize {
         RING_DEGREE
     }

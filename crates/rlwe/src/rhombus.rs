@@ -1411,6 +1411,28 @@ mod tests {
         }
     }
 
+    /// t from the matrix's own bound: smaller t, more conjugates, still exact at the extremes
+    /// of that bound (a row reaching it against inputs of -128).
+    #[test]
+    fn params_for_the_weights_themselves_are_exact() {
+        let (n_out, n_in) = (700, 576);
+        let mut rng = ChaCha20Rng::seed_from_u64(6);
+        let mut weights: Vec<i8> =
+            (0..n_out * n_in).map(|_| (rng.next_u32() % 61) as i8 - 30).collect();
+        weights[..n_in].fill(-30);
+        let params = Params::for_weights(n_in, &weights).unwrap();
+        assert!(params.log2_plaintext_modulus() < i8_params(n_in).log2_plaintext_modulus());
+        let plan = RhombusPlan::choose(&params, n_in, n_out, &weights).unwrap();
+        let wide = RhombusPlan::choose(&i8_params(n_in), n_in, n_out, &weights).unwrap();
+        assert!(plan.log2_input_conjugates() >= wide.log2_input_conjugates(), "{plan:?}");
+        let x = vec![i8::MIN; n_in];
+        let products = run(&params, &plan, &weights, &x, &mut rng);
+        assert_eq!(products[0] as u64, params.product_bound());
+        assert_eq!(products, plain_products(&weights, &x));
+        assert!(Params::for_weights(0, &weights).is_err());
+        assert!(Params::for_weights(7, &weights[..20]).is_err());
+    }
+
     #[test]
     fn ragged_shapes_are_exact() {
         for (n_out, n_in) in [(1, 1), (3, 5), (7, 2048), (2049, 3), (100, 300), (33, 1025)] {
