@@ -438,8 +438,12 @@ fn rhombus_rows(budget: Duration) {
                 Some(layer) => real_weights(layer, name, n_out, n_in).expect("weights"),
                 None => random_i8(&mut rng, n_out * n_in, -127),
             };
-            let bound = if own_bound { row_bound(&weights, n_in) } else { 127 * 128 * n_in as u64 };
-            let params = Params::for_product_bound(bound).expect("params");
+            let params = if own_bound {
+                Params::for_weights(n_in, &weights)
+            } else {
+                Params::for_product_bound(127 * 128 * n_in as u64)
+            }
+            .expect("params");
             let start = Instant::now();
             let plan = RhombusPlan::choose(&params, n_in, n_out, &weights).expect("plan");
             let choose_time = start.elapsed();
@@ -532,9 +536,12 @@ fn rhombus_rows(budget: Duration) {
             let mut line = Vec::new();
             for (name, n_out, n_in) in shapes {
                 let Some(weights) = real_weights(layer, name, n_out, n_in) else { return };
-                let bound =
-                    if own_bound { row_bound(&weights, n_in) } else { 127 * 128 * n_in as u64 };
-                let params = Params::for_product_bound(bound).expect("params");
+                let params = if own_bound {
+                    Params::for_weights(n_in, &weights)
+                } else {
+                    Params::for_product_bound(127 * 128 * n_in as u64)
+                }
+                .expect("params");
                 let plan = RhombusPlan::choose(&params, n_in, n_out, &weights).expect("plan");
                 let matrix = RhombusMatrix::encode(&params, &plan, &weights).expect("encode");
                 let (input_switches, tree_switches) = plan.key_switches();
@@ -552,10 +559,4 @@ fn rhombus_rows(budget: Duration) {
             println!("  SmolLM2 layer {layer}: {}", line.join("; "));
         }
     }
-}
-
-/// max_r |W_r|_1 * 128: the bound of this very matrix's products.
-fn row_bound(weights: &[i8], n_in: usize) -> u64 {
-    let l1 = |row: &[i8]| row.iter().map(|w| u64::from(w.unsigned_abs())).sum::<u64>();
-    weights.chunks_exact(n_in).map(l1).max().unwrap_or(0) * 128
 }
