@@ -1647,6 +1647,25 @@ mod tests {
         }
     }
 
+    /// The limits the README states for weights at the i8 bound (54-bit uploads).
+    #[test]
+    fn worst_case_limits_of_one_prime() {
+        let margin = |n_in: usize, log2_g0: u32, input_bits: u32, tree_bits: u32| {
+            let params = i8_params(n_in);
+            let plan =
+                RhombusPlan::new(&params, n_in, 960, log2_g0, 54, input_bits, tree_bits).unwrap();
+            rhombus_worst_case_noise_sigmas(&params, &plan)
+        };
+        let fits = |sigmas: f64| sigmas >= MIN_NOISE_SIGMAS;
+        assert!(fits(margin(576, 0, 0, 7)) && !fits(margin(576, 0, 0, 8)));
+        assert!(fits(margin(576, 1, 1, 8)));
+        assert!(fits(margin(1536, 0, 0, 4)) && !fits(margin(1536, 0, 0, 5)));
+        for tree_bits in MIN_DIGIT_BITS..=MAX_DIGIT_BITS {
+            assert!(!fits(margin(576, 2, 1, tree_bits)), "g0 = 4 at 576");
+            assert!(!fits(margin(1536, 1, 1, tree_bits)), "g0 = 2 at 1536");
+        }
+    }
+
     #[test]
     fn plans_reject_impossible_choices() {
         let params = i8_params(576);
