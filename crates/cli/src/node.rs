@@ -9,7 +9,7 @@ use std::sync::Arc;
 use anyhow::{Context as _, Result, anyhow, bail};
 use based_node::ledger::{Overlay, Snapshot};
 use based_node::{Application, ChainBlock, ChainSpec, NodeConfig};
-use based_rpc::{ChainView, Head, NodeApi, decode_hex, encode_hex};
+use based_rpc::{ChainInfo, ChainView, Head, NodeApi, decode_hex, encode_hex};
 use based_state::{GenesisConfig, OutcomeRecord, Params, State};
 use based_types::{Amount, Block, BrainId, Hash, PublicKey, SignedTransaction};
 use commonware_codec::{DecodeExt as _, Encode as _};
@@ -205,7 +205,7 @@ pub fn load(path: &Path) -> Result<(NodeConfig, SocketAddr)> {
 }
 
 /// The node as the RPC server sees it.
-struct RpcNode(Application);
+struct RpcNode(Application, ChainInfo);
 
 fn read_block(snapshot: &Snapshot, height: u64) -> Result<Option<Block>, String> {
     let Some(bytes) = snapshot.block(height).map_err(|e| e.to_string())? else {
@@ -288,6 +288,10 @@ impl NodeApi for RpcNode {
     fn is_pending(&self, hash: &Hash) -> bool {
         self.0.is_pending(hash)
     }
+
+    fn chain(&self) -> &ChainInfo {
+        &self.1
+    }
 }
 
 pub fn run(command: NodeCommand) -> Result<()> {
@@ -298,6 +302,12 @@ pub fn run(command: NodeCommand) -> Result<()> {
         TcpListener::bind(rpc_listen).with_context(|| format!("bind JSON-RPC on {rpc_listen}"))?;
     let public_key = config.signer.public_key();
     let p2p = config.listen;
+    let info = ChainInfo {
+        genesis_time_ms: config.spec.genesis_time_ms,
+        block_time_ms: config.spec.block_time_ms,
+        max_block_transactions: config.spec.max_block_transactions,
+        validators: config.spec.validators.iter().map(validator_public_hex).collect(),
+    };
 
     // Kept alive for the whole run unless standard input is watched.
     let (stop, stopped) = futures::channel::oneshot::channel::<&'static str>();
@@ -329,7 +339,7 @@ pub fn run(command: NodeCommand) -> Result<()> {
         info!(reason, "stopping the node");
     };
     let on_start = move |application: Application| match based_rpc::spawn(
-        Arc::new(RpcNode(application)),
+        Arc::new(RpcNode(application, info)),
         listener,
     ) {
         Ok(address) => {

@@ -5,7 +5,8 @@
 //! holds no commonware types, so it is tested here against an in-memory chain.
 
 pub mod client;
-pub mod json;
+pub mod queries;
+pub mod render;
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
@@ -53,6 +54,16 @@ pub struct Head {
     pub proposer: PublicKey,
 }
 
+/// What the genesis file fixes beyond the state: timing, block size, the validator set.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChainInfo {
+    pub genesis_time_ms: u64,
+    pub block_time_ms: u64,
+    pub max_block_transactions: usize,
+    /// Hex ed25519 public keys of the consensus validators.
+    pub validators: Vec<String>,
+}
+
 /// One consistent read of the finalized chain: every method answers from the same snapshot.
 pub trait ChainView {
     type Store: Store;
@@ -93,6 +104,8 @@ pub trait NodeApi: Send + Sync + 'static {
 
     /// True while a transaction with this hash waits in the node's mempool.
     fn is_pending(&self, hash: &Hash) -> bool;
+
+    fn chain(&self) -> &ChainInfo;
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -106,11 +119,11 @@ impl RpcError {
         Self { code, message: message.into() }
     }
 
-    fn invalid_params(message: impl Into<String>) -> Self {
+    pub(crate) fn invalid_params(message: impl Into<String>) -> Self {
         Self::new(codes::INVALID_PARAMS, message)
     }
 
-    fn internal(message: impl std::fmt::Display) -> Self {
+    pub(crate) fn internal(message: impl std::fmt::Display) -> Self {
         Self::new(codes::INTERNAL_ERROR, format!("internal error: {message}"))
     }
 }
@@ -254,17 +267,16 @@ struct Params<'a>(Option<&'a Value>);
 impl<'a> Params<'a> {
     /// Checks that exactly the parameters `names` are given (all of them are required).
     fn expect(&self, method: &str, names: &[&str]) -> Result<Vec<&'a Value>, RpcError> {
-        let values = self.parse(method, names, &[])?;
-        Ok(values.into_iter().flatten().collect())
+        Ok(self.parse(method, names, &[])?.0)
     }
 
-    /// `required` then `optional` parameters; an omitted or `null` optional one is `None`.
+    /// The `required` parameters, then the `optional` ones (`None` when omitted or `null`).
     fn parse(
         &self,
         method: &str,
         required: &[&str],
         optional: &[&str],
-    ) -> Result<Vec<Option<&'a Value>>, RpcError> {
+    ) -> Result<(Vec<&'a Value>, Vec<Option<&'a Value>>), RpcError> {
         let usage = || {
             let mut names: Vec<String> = required.iter().map(|name| name.to_string()).collect();
             names.extend(optional.iter().map(|name| format!("{name}?")));
@@ -275,9 +287,19 @@ impl<'a> Params<'a> {
             }
         };
         let all = required.len() + optional.len();
-        let present = |value: Option<&'a Value>| value.filter(|value| !value.is_null());
+        let split = |values: Vec<Option<&'a Value>>| {
+            let mut values: Vec<Option<&'a Value>> =
+                values.into_iter().map(|value| value.filter(|value| !value.is_null())).collect();
+            let optional = values.split_off(required.len());
+            match values.iter().zip(required).find(|(value, _)| value.is_none()) {
+                Some((_, name)) => {
+                    Err(RpcError::invalid_params(format!("{}, missing \"{name}\"", usage())))
+                }
+                None => Ok((values.into_iter().flatten().collect(), optional)),
+            }
+        };
         match self.0 {
-            None if required.is_empty() => Ok(vec![None; all]),
+            None if required.is_empty() => Ok((Vec::new(), vec![None; all])),
             None => Err(RpcError::invalid_params(usage())),
             Some(Value::Array(values)) => {
                 if values.len() < required.len() || values.len() > all {
@@ -289,8 +311,7 @@ impl<'a> Params<'a> {
                 }
                 let mut out: Vec<Option<&Value>> = values.iter().map(Some).collect();
                 out.resize(all, None);
-                required_present(&out[..required.len()], required, &usage)?;
-                Ok(out.into_iter().map(present).collect())
+                split(out)
             }
             Some(Value::Object(map)) => {
                 let known = |key: &str| required.contains(&key) || optional.contains(&key);
@@ -300,26 +321,10 @@ impl<'a> Params<'a> {
                         usage()
                     )));
                 }
-                let out: Vec<Option<&Value>> =
-                    required.iter().chain(optional).map(|name| map.get(*name)).collect();
-                required_present(&out[..required.len()], required, &usage)?;
-                Ok(out.into_iter().map(present).collect())
+                split(required.iter().chain(optional).map(|name| map.get(*name)).collect())
             }
             Some(_) => Err(RpcError::invalid_params(usage())),
         }
-    }
-}
-
-fn required_present(
-    values: &[Option<&Value>],
-    names: &[&str],
-    usage: &dyn Fn() -> String,
-) -> Result<(), RpcError> {
-    match values.iter().zip(names).find(|(value, _)| value.is_none_or(|v| v.is_null())) {
-        Some((_, name)) => {
-            Err(RpcError::invalid_params(format!("{}, missing \"{name}\"", usage())))
-        }
-        None => Ok(()),
     }
 }
 
@@ -333,6 +338,16 @@ pub const METHODS: &[&str] = &[
     "based_getTransaction",
     "based_getBlock",
     "based_getBlockOutcome",
+    "based_getEvents",
+    "based_listNodes",
+    "based_getNode",
+    "based_getStake",
+    "based_getWeights",
+    "based_getEpoch",
+    "based_getEmission",
+    "based_listProposals",
+    "based_getProposal",
+    "based_getParams",
 ];
 
 fn dispatch<A: NodeApi>(api: &A, method: &str, params: Params<'_>) -> Result<Value, RpcError> {
@@ -340,7 +355,7 @@ fn dispatch<A: NodeApi>(api: &A, method: &str, params: Params<'_>) -> Result<Val
     match method {
         "based_getHead" => {
             params.expect(method, &[])?;
-            let mut value = json::head(view()?.head());
+            let mut value = render::head(view()?.head());
             value["pending_transactions"] = json!(api.pending_transactions());
             Ok(value)
         }
@@ -348,14 +363,23 @@ fn dispatch<A: NodeApi>(api: &A, method: &str, params: Params<'_>) -> Result<Val
             let values = params.expect(method, &["address"])?;
             let address = parse_address(values[0])?;
             let view = view()?;
-            let account = view.state().account(&address).map_err(RpcError::internal)?;
-            Ok(json::account(&address, &account, view.head().height))
+            let state = view.state();
+            let account = state.account(&address).map_err(RpcError::internal)?;
+            let escrow = state.escrow(&address).map_err(RpcError::internal)?;
+            let brains = state.brains_owned_by(&address).map_err(RpcError::internal)?;
+            let mut value = render::account(&address, &account, view.head().height);
+            value["escrow"] = json!({
+                "balance": render::amount(escrow.balance),
+                "release_requested_at": escrow.release_requested_at,
+            });
+            value["brains"] = json!(brains);
+            Ok(value)
         }
         "based_getBrain" => {
             let values = params.expect(method, &["id"])?;
             let id = parse_brain_id(values[0])?;
             let brain = view()?.state().brain(id).map_err(RpcError::internal)?;
-            Ok(brain.map_or(Value::Null, |brain| json::brain(id, &brain)))
+            Ok(brain.map_or(Value::Null, |brain| render::brain(id, &brain)))
         }
         "based_listBrains" => {
             params.expect(method, &[])?;
@@ -386,19 +410,19 @@ fn dispatch<A: NodeApi>(api: &A, method: &str, params: Params<'_>) -> Result<Val
             get_transaction(api, &hash)
         }
         "based_getBlock" => {
-            let values = params.parse(method, &["block"], &["full"])?;
-            let full = match values[1] {
+            let (values, optional) = params.parse(method, &["block"], &["full"])?;
+            let full = match optional[0] {
                 None => false,
                 Some(value) => value.as_bool().ok_or_else(|| {
                     RpcError::invalid_params(format!("full must be true or false, got {value}"))
                 })?,
             };
             let view = view()?;
-            let Some(height) = block_height(&view, values[0].unwrap_or(&Value::Null))? else {
+            let Some(height) = block_height(&view, values[0])? else {
                 return Ok(Value::Null);
             };
             let block = view.block(height).map_err(RpcError::internal)?;
-            Ok(block.map_or(Value::Null, |block| json::block(&block, full)))
+            Ok(block.map_or(Value::Null, |block| render::block(&block, full)))
         }
         "based_getBlockOutcome" => {
             let values = params.expect(method, &["block"])?;
@@ -407,7 +431,62 @@ fn dispatch<A: NodeApi>(api: &A, method: &str, params: Params<'_>) -> Result<Val
                 return Ok(Value::Null);
             };
             let outcome = view.outcome(height).map_err(RpcError::internal)?;
-            Ok(outcome.map_or(Value::Null, |outcome| json::outcome(&outcome, height)))
+            Ok(outcome.map_or(Value::Null, |outcome| render::outcome(&outcome, height)))
+        }
+        "based_getEvents" => {
+            let (values, optional) = params.parse(method, &["from", "to"], &["filter"])?;
+            let from = parse_height("from", values[0])?;
+            let to = parse_height("to", values[1])?;
+            let filter = queries::EventFilter::parse(optional[0])?;
+            queries::events(&view()?, from, to, &filter)
+        }
+        "based_listNodes" => {
+            let (values, optional) = params.parse(method, &["brain"], &["role"])?;
+            let brain = parse_brain_id(values[0])?;
+            let role = optional[0].map(parse_role).transpose()?;
+            queries::list_nodes(&view()?, brain, role)
+        }
+        "based_getNode" => {
+            let values = params.expect(method, &["brain", "hotkey"])?;
+            let brain = parse_brain_id(values[0])?;
+            queries::node(&view()?, brain, &parse_address(values[1])?)
+        }
+        "based_getStake" => {
+            let values = params.expect(method, &["brain", "hotkey"])?;
+            let brain = parse_brain_id(values[0])?;
+            queries::stake(&view()?, brain, &parse_address(values[1])?)
+        }
+        "based_getWeights" => {
+            let values = params.expect(method, &["brain", "uid"])?;
+            let brain = parse_brain_id(values[0])?;
+            let uid =
+                values[1].as_u64().and_then(|uid| u16::try_from(uid).ok()).ok_or_else(|| {
+                    RpcError::invalid_params(format!(
+                        "uid must be an integer from 0 to 65535, got {}",
+                        values[1]
+                    ))
+                })?;
+            queries::weights(&view()?, brain, uid)
+        }
+        "based_getEpoch" => {
+            let values = params.expect(method, &["brain"])?;
+            queries::epoch(&view()?, parse_brain_id(values[0])?)
+        }
+        "based_getEmission" => {
+            params.expect(method, &[])?;
+            queries::emission(&view()?)
+        }
+        "based_listProposals" => {
+            params.expect(method, &[])?;
+            queries::proposals(&view()?)
+        }
+        "based_getProposal" => {
+            let values = params.expect(method, &["id"])?;
+            queries::proposal(&view()?, parse_height("id", values[0])?)
+        }
+        "based_getParams" => {
+            params.expect(method, &[])?;
+            queries::params(&view()?, api.chain())
         }
         _ => Err(RpcError::new(
             codes::METHOD_NOT_FOUND,
@@ -441,7 +520,7 @@ fn finalized_receipt<V: ChainView>(view: &V, hash: &Hash) -> Result<Option<Value
     let receipt = outcome.receipts.get(index as usize).ok_or_else(|| {
         RpcError::internal(format!("block {height} has no receipt at index {index}"))
     })?;
-    Ok(Some(json::receipt(receipt, height, index)))
+    Ok(Some(render::receipt(receipt, height, index)))
 }
 
 /// A block given as a height (integer) or a hash (hex string); `None` if no finalized block
@@ -459,6 +538,23 @@ fn block_height<V: ChainView>(view: &V, value: &Value) -> Result<Option<u64>, Rp
     )))
 }
 
+/// A non-negative integer parameter (heights, ids).
+fn parse_height(what: &str, value: &Value) -> Result<u64, RpcError> {
+    value.as_u64().ok_or_else(|| {
+        RpcError::invalid_params(format!("{what} must be a non-negative integer, got {value}"))
+    })
+}
+
+fn parse_role(value: &Value) -> Result<based_types::Role, RpcError> {
+    match value.as_str() {
+        Some("validator") => Ok(based_types::Role::Validator),
+        Some("miner") => Ok(based_types::Role::Miner),
+        _ => Err(RpcError::invalid_params(format!(
+            "role must be \"validator\" or \"miner\", got {value}"
+        ))),
+    }
+}
+
 fn parse_hash(what: &str, value: &Value) -> Result<Hash, RpcError> {
     let text = value.as_str().ok_or_else(|| {
         RpcError::invalid_params(format!("{what} must be a string of 64 hex digits, got {value}"))
@@ -471,7 +567,7 @@ fn parse_hash(what: &str, value: &Value) -> Result<Hash, RpcError> {
     Ok(Hash(bytes))
 }
 
-fn parse_address(value: &Value) -> Result<PublicKey, RpcError> {
+pub(crate) fn parse_address(value: &Value) -> Result<PublicKey, RpcError> {
     let text = value
         .as_str()
         .ok_or_else(|| RpcError::invalid_params("address must be a string of 64 hex digits"))?;
@@ -480,7 +576,7 @@ fn parse_address(value: &Value) -> Result<PublicKey, RpcError> {
     })
 }
 
-fn parse_brain_id(value: &Value) -> Result<BrainId, RpcError> {
+pub(crate) fn parse_brain_id(value: &Value) -> Result<BrainId, RpcError> {
     value
         .as_u64()
         .and_then(|id| BrainId::try_from(id).ok())

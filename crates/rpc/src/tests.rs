@@ -11,6 +11,7 @@ use super::*;
 struct FakeNode {
     chain: Mutex<Chain>,
     submitted: Mutex<Vec<SignedTransaction>>,
+    info: ChainInfo,
 }
 
 #[derive(Clone)]
@@ -69,6 +70,13 @@ fn user() -> SecretKey {
     SecretKey::from_seed([1; 32])
 }
 
+/// A funded account that registers nodes and stakes.
+fn rich() -> SecretKey {
+    SecretKey::from_seed([6; 32])
+}
+
+const TEMPO: u64 = 4;
+
 fn header(
     height: u64,
     parent: Hash,
@@ -90,11 +98,11 @@ fn fake() -> FakeNode {
     let config = GenesisConfig {
         chain_id: 7,
         foundation: user().public_key(),
-        balances: vec![(user().public_key(), coins(10))],
+        balances: vec![(user().public_key(), coins(10)), (rich().public_key(), coins(10_000))],
         pepe_balances: vec![(user().public_key(), coins(3))],
         relayers: vec![user().public_key()],
         relayer_threshold: 1,
-        params: Params::default(),
+        params: Params { tempo: TEMPO, ..Params::default() },
     };
     let state = State::genesis(MemoryStore::new(), config).expect("genesis");
     let genesis = Block {
@@ -106,7 +114,13 @@ fn fake() -> FakeNode {
         blocks: vec![genesis],
         outcomes: vec![Default::default()],
     };
-    FakeNode { chain: Mutex::new(chain), submitted: Mutex::new(Vec::new()) }
+    let info = ChainInfo {
+        genesis_time_ms: 5,
+        block_time_ms: 1_000,
+        max_block_transactions: 100,
+        validators: vec![Hash([4; 32]).to_hex()],
+    };
+    FakeNode { chain: Mutex::new(chain), submitted: Mutex::new(Vec::new()), info }
 }
 
 impl FakeNode {
@@ -163,6 +177,10 @@ impl NodeApi for FakeNode {
     fn is_pending(&self, hash: &Hash) -> bool {
         self.submitted.lock().unwrap().iter().any(|tx| tx.hash() == *hash)
     }
+
+    fn chain(&self) -> &ChainInfo {
+        &self.info
+    }
 }
 
 fn request(node: &FakeNode, body: &str) -> Value {
@@ -212,6 +230,8 @@ fn head_account_and_brains_come_from_the_finalized_state() {
     assert_eq!(call(&node, "based_getBrain", json!([9]))["result"], Value::Null);
     let brains = call(&node, "based_listBrains", Value::Null);
     assert_eq!(brains["result"].as_array().unwrap().len(), 8);
+    assert_eq!(account["brains"], json!([0, 1, 2, 3, 4, 5, 6, 47]));
+    assert_eq!(account["escrow"]["balance"], "0");
 }
 
 #[test]
@@ -434,4 +454,153 @@ fn block_and_transaction_parameters_are_checked() {
         assert_eq!(code, codes::INVALID_PARAMS, "{method} {params}: {message}");
         assert!(message.contains(expected), "{method} {params}: {message}");
     }
+}
+
+fn signed(signer: &SecretKey, nonce: u64, call: Call) -> SignedTransaction {
+    Transaction { chain_id: 7, signer: signer.public_key(), nonce, fee: 1_000, call }.sign(signer)
+}
+
+/// Brain #47 with a validator (registered and staked by `rich`) and a miner (its own cold
+/// key), the validator's weights on the miner, and epochs run at the ends of blocks 1 and 5
+/// ((height + 47) a multiple of the tempo 4): the second one scores the nodes.
+fn populated() -> (FakeNode, PublicKey, PublicKey) {
+    let node = fake();
+    let (validator, miner) = (SecretKey::from_seed([5; 32]), SecretKey::from_seed([8; 32]));
+    let (v, m) = (validator.public_key(), miner.public_key());
+    let register = |hotkey, role| Call::Register { brain: 47, hotkey, role, max_fee: coins(1_000) };
+    node.finalize(vec![
+        signed(&rich(), 0, register(v, based_types::Role::Validator)),
+        signed(&rich(), 1, Call::AddStake { brain: 47, hotkey: v, amount: coins(50) }),
+        signed(&rich(), 2, Call::Transfer { to: v, amount: coins(1) }),
+        signed(&rich(), 3, Call::Transfer { to: m, amount: coins(200) }),
+    ]);
+    node.finalize(vec![signed(&miner, 0, register(m, based_types::Role::Miner))]);
+    node.finalize(vec![signed(
+        &validator,
+        0,
+        Call::SetWeights { brain: 47, weights: vec![(0, 1)] },
+    )]);
+    for _ in 4..=5 {
+        node.finalize(Vec::new());
+    }
+    (node, v, m)
+}
+
+#[test]
+fn nodes_stake_weights_and_epoch_results_come_from_the_state() {
+    let (node, v, m) = populated();
+    let nodes = &call(&node, "based_listNodes", json!([47]))["result"];
+    assert_eq!(nodes.as_array().unwrap().len(), 2);
+    assert_eq!(nodes[0]["role"], "validator");
+    assert_eq!(nodes[0]["hotkey"], v.to_hex());
+    assert_eq!(nodes[0]["coldkey"], rich().public_key().to_hex());
+    assert_eq!(nodes[0]["stake"], coins(50).to_string());
+    assert_eq!(nodes[0]["registered_at"], 1);
+    assert_eq!(nodes[1]["coldkey"], m.to_hex());
+    assert_eq!(nodes[1]["role"], "miner");
+    let miners = &call(&node, "based_listNodes", json!({ "brain": 47, "role": "miner" }));
+    assert_eq!(miners["result"].as_array().unwrap().len(), 1);
+    assert_eq!(call(&node, "based_listNodes", json!([9]))["result"], Value::Null);
+    let found = &call(&node, "based_getNode", json!([47, m.to_hex()]))["result"];
+    assert_eq!((&found["role"], &found["uid"]), (&json!("miner"), &json!(0)));
+
+    let stake = &call(&node, "based_getStake", json!([47, v.to_hex()]))["result"];
+    assert_eq!(stake["total"], coins(50).to_string());
+    let staker = json!({ "staker": rich().public_key().to_hex(), "stake": coins(50).to_string() });
+    assert_eq!(stake["stakers"], json!([staker]));
+    let (code, message) = error_of(&call(&node, "based_getStake", json!([47, m.to_hex()])));
+    assert_eq!(code, codes::INVALID_PARAMS);
+    assert!(message.contains("is a miner on Brain #47; only validators hold stake"), "{message}");
+
+    let weights = &call(&node, "based_getWeights", json!([47, 0]))["result"];
+    assert_eq!(weights["weights"], json!([{ "uid": 0, "weight": 1 }]));
+    assert_eq!(weights["weights_set_at"], 3);
+    assert_eq!(call(&node, "based_getWeights", json!([47, 1]))["result"], Value::Null);
+
+    let epoch = &call(&node, "based_getEpoch", json!([47]))["result"];
+    assert_eq!(epoch["last_epoch_height"], 5);
+    assert_eq!(epoch["next_epoch_height"], 9);
+    assert_eq!(epoch["payout"]["kind"], "epoch_paid");
+    assert_eq!(epoch["payout"]["brain"], 47);
+    assert_eq!(epoch["validators"][0]["active"], true);
+    assert!(epoch["validators"][0]["dividends"].as_u64().unwrap() > 0, "{epoch}");
+    assert!(epoch["miners"][0]["incentive"].as_u64().unwrap() > 0, "{epoch}");
+    assert_eq!(
+        epoch["performance"],
+        node.view().unwrap().state().brain(47).unwrap().unwrap().performance
+    );
+    assert_eq!(call(&node, "based_getEpoch", json!([9]))["result"], Value::Null);
+}
+
+#[test]
+fn events_come_by_height_range_with_filters_and_bounds() {
+    let (node, v, _) = populated();
+    let all = &call(&node, "based_getEvents", json!([1, 5]))["result"];
+    assert_eq!((&all["from"], &all["to"], &all["complete"]), (&json!(1), &json!(5), &json!(true)));
+    let kinds: Vec<&str> = all["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"]["kind"].as_str().unwrap())
+        .collect();
+    let expected = ["node_registered", "stake_changed", "transferred", "transferred", "epoch_paid"];
+    assert_eq!(&kinds[..5], expected, "Brain #3's epoch also ends block 1: {kinds:?}");
+    assert_eq!(all["events"][4]["tx_index"], Value::Null, "the epoch ran at the block's end");
+    assert_eq!(all["events"][0]["tx_index"], 0);
+    assert_eq!(all["events"][0]["height"], 1);
+
+    let filter = json!({ "kinds": ["epoch_paid"], "brain": 47 });
+    let paid = &call(&node, "based_getEvents", json!([0, 5, filter]))["result"]["events"];
+    assert_eq!(paid.as_array().unwrap().len(), 2, "{paid}");
+    assert_eq!((&paid[1]["height"], &paid[1]["tx_index"]), (&json!(5), &Value::Null));
+    let mine = json!({ "from": 1, "to": 1, "filter": { "account": v.to_hex() } });
+    let mine = &call(&node, "based_getEvents", mine)["result"]["events"];
+    let mine: Vec<&str> =
+        mine.as_array().unwrap().iter().map(|e| e["event"]["kind"].as_str().unwrap()).collect();
+    assert_eq!(mine, ["node_registered", "stake_changed", "transferred"]);
+    let weights = json!([3, 3, { "kinds": ["weights_set"], "brain": 47 }]);
+    assert_eq!(call(&node, "based_getEvents", weights)["result"]["events"][0]["tx_index"], 0);
+    let ahead = &call(&node, "based_getEvents", json!([4, 20]))["result"];
+    assert_eq!((&ahead["to"], &ahead["complete"]), (&json!(5), &json!(false)));
+
+    let cases = [
+        (json!([5, 4]), "from (5) is above to (4)"),
+        (json!([0, 1000]), "span 1001 blocks, more than the limit of 1000"),
+        (json!([0, 1, { "kinds": ["nope"] }]), "unknown event kind \"nope\"; kinds: transferred"),
+        (json!([0, 1, { "kinds": "transferred" }]), "kinds must be an array"),
+        (json!([0, 1, { "who": 1 }]), "unknown filter field \"who\""),
+        (json!([0, 1, 7]), "filter must be an object"),
+        (json!([-1, 1]), "from must be a non-negative integer, got -1"),
+    ];
+    for (params, expected) in cases {
+        let (code, message) = error_of(&call(&node, "based_getEvents", params.clone()));
+        assert_eq!(code, codes::INVALID_PARAMS, "{params}: {message}");
+        assert!(message.contains(expected), "{params}: {message}");
+    }
+}
+
+#[test]
+fn emission_proposals_and_parameters() {
+    let (node, _, _) = populated();
+    let emission = &call(&node, "based_getEmission", json!([]))["result"];
+    assert_eq!(emission["height"], 5);
+    assert_eq!(emission["next_block_reward"], coins(10).to_string());
+    assert_eq!(emission["next_halving_at"], based_state::params::BLOCKS_PER_YEAR + 1);
+    assert_eq!(emission["brains"].as_array().unwrap().len(), 8);
+    let brain = emission["brains"].as_array().unwrap().iter().find(|b| b["brain"] == 47).unwrap();
+    assert_eq!(brain["stake"], coins(50).to_string());
+    let share: u64 = brain["next_block_share"].as_str().unwrap().parse().unwrap();
+    assert!(share > 0, "the epoch at block 5 gave Brain #47 a performance: {emission}");
+    assert_eq!(emission["next_block_withheld"], "0");
+
+    assert_eq!(call(&node, "based_listProposals", Value::Null)["result"], json!([]));
+    assert_eq!(call(&node, "based_getProposal", json!([0]))["result"], Value::Null);
+
+    let params = &call(&node, "based_getParams", json!([]))["result"];
+    assert_eq!(params["chain_id"], 7);
+    assert_eq!(params["block_time_ms"], 1_000);
+    assert_eq!(params["params"]["tempo"], TEMPO);
+    assert_eq!(params["params"]["min_transaction_fee"], "1000");
+    assert_eq!(params["constants"]["brain_count"], 1024);
+    assert_eq!(params["relayers"], json!([user().public_key().to_hex()]));
 }

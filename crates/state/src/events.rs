@@ -52,6 +52,30 @@ codec_enum!(Event {
 });
 
 impl Event {
+    /// Every value of [`Event::kind`].
+    pub const KINDS: [&'static str; 20] = [
+        "transferred",
+        "pepe_transferred",
+        "bridge_attested",
+        "pepe_bridged",
+        "brain_acquired",
+        "brain_deactivated",
+        "brain_approved",
+        "brain_transferred",
+        "brain_configured",
+        "node_registered",
+        "node_replaced",
+        "stake_changed",
+        "weights_set",
+        "commission_set",
+        "escrow_changed",
+        "receipt_redeemed",
+        "proposal_created",
+        "voted",
+        "epoch_paid",
+        "proposal_decided",
+    ];
+
     /// The variant's name in snake case, as clients filter and display it.
     pub fn kind(&self) -> &'static str {
         match self {

@@ -27,7 +27,7 @@ pub use brains::burn_price;
 pub use emission::{BlockShares, split_block_reward};
 pub use error::{BlockError, GenesisError, TxError};
 pub use events::{BlockOutcome, Event, OutcomeRecord, Receipt, ReceiptRecord};
-pub use governance::{decide, is_giga_brain};
+pub use governance::{all_params, decide, is_giga_brain};
 pub use params::Params;
 pub use state::{GenesisConfig, State};
 pub use store::{MemoryStore, Store, state_root};

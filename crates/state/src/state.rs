@@ -452,6 +452,12 @@ impl<S: Store> State<S> {
         Ok(reader.get(&keys::node(brain, role, uid))?.map(|node| (role, uid, node)))
     }
 
+    /// Everyone staked on the validator `uid` of `brain` (its own cold key included), in key
+    /// order.
+    pub fn stakes(&self, brain: BrainId, uid: Uid) -> Result<Vec<(PublicKey, Amount)>, TxError> {
+        crate::nodes::load_stakes(&self.reader(), brain, uid)
+    }
+
     pub fn stake(&self, brain: BrainId, uid: Uid, staker: &PublicKey) -> Result<Amount, TxError> {
         Ok(self.reader().get(&keys::stake(brain, uid, staker))?.unwrap_or(0))
     }

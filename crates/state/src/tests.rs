@@ -325,6 +325,7 @@ fn staked_brain_matures_then_deactivates_returning_everything() {
         Call::Register { brain, hotkey: address(30), role: Role::Validator, max_fee: coins(100) },
     );
     ok(&mut state, 4, Call::AddStake { brain, hotkey: address(30), amount: coins(500) });
+    assert_eq!(state.stakes(brain, 0).unwrap(), vec![(address(4), coins(500))]);
     let staker_balance = balance(&state, 4);
     let matures_at = 1 + STAKE_MATURITY_BLOCKS;
     assert_eq!(
