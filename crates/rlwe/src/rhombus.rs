@@ -746,8 +746,32 @@ fn pow_mod(mut base: u64, mut exponent: u64) -> u64 {
 /// permutations of every automorphism and NTT(X^h) of every tree shift.
 struct Automorphisms {
     permutations: HashMap<usize, Vec<u32>>,
-    /// NTT(X^(2^l)), unscaled, for l < log2 S.
-    shifts: Vec<Vec<u64>>,
+    /// NTT(X^(2^l)), unscaled, for l < log2 S, with Shoup companions.
+    shifts: Vec<ShoupVector>,
+}
+
+/// Constants w with w' = floor(w 2^64 / q): x w mod q in two 64-bit products and one
+/// correction (Shoup), about twice as fast as a 128-bit Barrett reduction.
+struct ShoupVector {
+    values: Vec<u64>,
+    companions: Vec<u64>,
+}
+
+impl ShoupVector {
+    fn new(values: Vec<u64>) -> Self {
+        let companions =
+            values.iter().map(|&w| ((u128::from(w) << 64) / u128::from(Q)) as u64).collect();
+        Self { values, companions }
+    }
+
+    /// x <- x w mod q pointwise (x < q).
+    fn multiply(&self, x: &mut [u64]) {
+        for ((x, &w), &companion) in x.iter_mut().zip(&self.values).zip(&self.companions) {
+            let estimate = ((u128::from(*x) * u128::from(companion)) >> 64) as u64;
+            let r = x.wrapping_mul(w).wrapping_sub(estimate.wrapping_mul(Q));
+            *x = if r >= Q { r - Q } else { r };
+        }
+    }
 }
 
 /// A weight matrix encoded once for a Rhombus plan (miner, at model load; independent of any
@@ -805,7 +829,7 @@ impl RhombusMatrix {
                 let mut monomial = vec![0u64; N];
                 monomial[1 << l] = 1;
                 params.ntt().forward(&mut monomial);
-                monomial
+                ShoupVector::new(monomial)
             })
             .collect();
         Ok(Self {
@@ -1148,9 +1172,9 @@ fn add_assign(x: &mut NttCt, y: &NttCt) {
     x.b.iter_mut().zip(&y.b).for_each(|(x, &y)| *x = add_mod_q(*x, y));
 }
 
-fn multiply_assign(x: &mut NttCt, by: &[u64]) {
-    x.a.iter_mut().zip(by).for_each(|(x, &y)| *x = mul_mod(*x, y));
-    x.b.iter_mut().zip(by).for_each(|(x, &y)| *x = mul_mod(*x, y));
+fn multiply_assign(x: &mut NttCt, by: &ShoupVector) {
+    by.multiply(&mut x.a);
+    by.multiply(&mut x.b);
 }
 
 const UPLOAD_MAGIC: [u8; 2] = *b"BX";
@@ -1344,6 +1368,20 @@ mod tests {
         let plan = RhombusPlan::choose(&params, n_in, n_out, &weights).unwrap();
         let x = random_i8(&mut rng, n_in, i8::MIN);
         assert_eq!(run(&params, &plan, &weights, &x, &mut rng), plain_products(&weights, &x));
+    }
+
+    #[test]
+    fn shoup_products_are_exact() {
+        let mut rng = ChaCha20Rng::seed_from_u64(5);
+        let mut w = vec![0u64; N];
+        sample_uniform(&mut rng, &mut w);
+        w[..4].copy_from_slice(&[0, 1, Q - 1, Q / 2]);
+        let mut x = vec![0u64; N];
+        sample_uniform(&mut rng, &mut x);
+        x[..4].copy_from_slice(&[Q - 1, Q - 1, Q - 1, Q - 2]);
+        let expected: Vec<u64> = x.iter().zip(&w).map(|(&x, &w)| mul_mod(x, w)).collect();
+        ShoupVector::new(w).multiply(&mut x);
+        assert_eq!(x, expected);
     }
 
     #[test]
