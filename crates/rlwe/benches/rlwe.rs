@@ -432,7 +432,9 @@ fn rhombus_rows(budget: Duration) {
         let mut rng = ChaCha20Rng::seed_from_u64(4242);
         let (mut up, mut down, mut switches, mut miner, mut client, mut memory) =
             (0usize, 0usize, 0usize, 0.0, 0.0, 0usize);
-        let mut plans = Vec::new();
+        // Plans and matrices of all stages first: one session (one secret, one set of Galois
+        // keys for all stages, at the narrowest digit base any stage needs) is timed.
+        let mut stages = Vec::new();
         for (name, n_out, n_in) in shapes {
             let weights = match layer {
                 Some(layer) => real_weights(layer, name, n_out, n_in).expect("weights"),
@@ -447,18 +449,35 @@ fn rhombus_rows(budget: Duration) {
             let start = Instant::now();
             let plan = RhombusPlan::choose(&params, n_in, n_out, &weights).expect("plan");
             let choose_time = start.elapsed();
-            let key = SecretKey::generate(&params, &mut rng);
-            let keys = RhombusKeys::generate(&key, &[&plan], &mut rng).expect("keys");
             let start = Instant::now();
             let matrix = RhombusMatrix::encode(&params, &plan, &weights).expect("encode");
             let encode_time = start.elapsed();
+            stages.push((
+                name,
+                n_out,
+                n_in,
+                weights,
+                params,
+                plan,
+                matrix,
+                choose_time,
+                encode_time,
+            ));
+        }
+        let secret = SecretKey::generate(&stages[0].4, &mut rng);
+        let plan_refs: Vec<&RhombusPlan> = stages.iter().map(|stage| &stage.5).collect();
+        let keys = RhombusKeys::generate(&secret, &plan_refs, &mut rng).expect("keys");
+        for (name, n_out, n_in, weights, params, plan, matrix, choose_time, encode_time) in &stages
+        {
+            let (name, n_out, n_in, plan) = (*name, *n_out, *n_in, plan);
+            let key = secret.with_params(params);
             let x = random_i8(&mut rng, n_in, i8::MIN);
-            let upload = rhombus_encrypt(&key, &plan, &x, &mut rng).expect("encrypt");
+            let upload = rhombus_encrypt(&key, plan, &x, &mut rng).expect("encrypt");
             let results = matrix.apply(&upload, &keys).expect("apply");
             let mut plain = vec![0i32; n_out];
-            plain_matvec(&weights, &x, &mut plain);
+            plain_matvec(weights, &x, &mut plain);
             let decrypted =
-                rhombus_decrypt(&key, &plan, &results, params.product_bound()).expect("decrypt");
+                rhombus_decrypt(&key, plan, &results, params.product_bound()).expect("decrypt");
             assert!(
                 decrypted.iter().zip(&plain).all(|(&d, &p)| d == i64::from(p)),
                 "{name}: inexact"
@@ -472,11 +491,11 @@ fn rhombus_rows(budget: Duration) {
             };
             let (one_thread, two_threads) = (apply_on(1), apply_on(2));
             let encrypt = best_time(budget, || {
-                black_box(rhombus_encrypt(&key, &plan, &x, &mut rng).expect("encrypt"));
+                black_box(rhombus_encrypt(&key, plan, &x, &mut rng).expect("encrypt"));
             });
             let decrypt = best_time(budget, || {
                 black_box(
-                    rhombus_decrypt(&key, &plan, &results, params.product_bound()).expect("dec"),
+                    rhombus_decrypt(&key, plan, &results, params.product_bound()).expect("dec"),
                 );
             });
             let (input_switches, tree_switches) = plan.key_switches();
@@ -496,7 +515,7 @@ fn rhombus_rows(budget: Duration) {
                 encrypt.as_secs_f64() * 1e3,
                 decrypt.as_secs_f64() * 1e3,
                 matrix.noise_sigmas(),
-                rhombus_worst_case_noise_sigmas(&params, &plan),
+                rhombus_worst_case_noise_sigmas(params, plan),
                 matrix.memory_bytes() as f64 / 1e6,
                 format!("{:.2}/{:.2}", choose_time.as_secs_f64(), encode_time.as_secs_f64()),
             );
@@ -506,27 +525,23 @@ fn rhombus_rows(budget: Duration) {
             miner += 30.0 * two_threads.as_secs_f64();
             client += 30.0 * (encrypt + decrypt).as_secs_f64();
             memory += 30 * matrix.memory_bytes();
-            plans.push((params, plan));
         }
-        // One key set per session for all stages (keys of the t = 2^26 stages serve t = 2^27 too:
-        // keys do not depend on t).
-        let mut key_rng = ChaCha20Rng::seed_from_u64(1);
-        let key = SecretKey::generate(&plans[0].0, &mut key_rng);
-        let plan_refs: Vec<&RhombusPlan> = plans.iter().map(|(_, plan)| plan).collect();
-        let session_keys = RhombusKeys::generate(&key, &plan_refs, &mut key_rng).expect("keys");
         println!(
             "  per SmolLM2 token (30 layers): up {:.2} MB + down {:.2} MB = {:.2} MB, {} key switches, \
              miner {:.0} ms (2 threads), client enc+dec {:.0} ms; Galois keys once per session \
-             {:.0} KB ({} input + {} tree automorphisms); encoded weights {:.2} GB",
+             {:.0} KB ({} input automorphisms at 2^{} digits + {} tree at 2^{}; applies above use \
+             them); encoded weights {:.2} GB",
             up as f64 / 1e6,
             down as f64 / 1e6,
             (up + down) as f64 / 1e6,
             switches,
             miner * 1e3,
             client * 1e3,
-            session_keys.byte_len() as f64 / 1e3,
-            session_keys.input().map_or(0, |k| k.exponents().len()),
-            session_keys.tree().exponents().len(),
+            keys.byte_len() as f64 / 1e3,
+            keys.input().map_or(0, |k| k.exponents().len()),
+            keys.input().map_or(0, |k| k.digit_bits()),
+            keys.tree().exponents().len(),
+            keys.tree().digit_bits(),
             memory as f64 / 1e9,
         );
     }

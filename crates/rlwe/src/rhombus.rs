@@ -1487,6 +1487,37 @@ mod tests {
         }
     }
 
+    /// One session: one secret, one set of Galois keys for stages with different t and plans.
+    #[test]
+    fn one_session_key_serves_stages_of_different_t() {
+        let mut rng = ChaCha20Rng::seed_from_u64(21);
+        let shapes = [(300, 576), (200, 1536)];
+        let stages: Vec<(Params, Vec<i8>)> = shapes
+            .iter()
+            .map(|&(n_out, n_in)| (i8_params(n_in), random_i8(&mut rng, n_out * n_in, -127)))
+            .collect();
+        assert_ne!(stages[0].0, stages[1].0);
+        let plans: Vec<RhombusPlan> = shapes
+            .iter()
+            .zip(&stages)
+            .map(|(&(n_out, n_in), (params, w))| {
+                RhombusPlan::choose(params, n_in, n_out, w).unwrap()
+            })
+            .collect();
+        let secret = SecretKey::generate(&stages[0].0, &mut rng);
+        let keys =
+            RhombusKeys::generate(&secret, &plans.iter().collect::<Vec<_>>(), &mut rng).unwrap();
+        for ((&(_, n_in), (params, weights)), plan) in shapes.iter().zip(&stages).zip(&plans) {
+            let key = secret.with_params(params);
+            let matrix = RhombusMatrix::encode(params, plan, weights).unwrap();
+            let x = random_i8(&mut rng, n_in, i8::MIN);
+            let upload = rhombus_encrypt(&key, plan, &x, &mut rng).unwrap();
+            let results = matrix.apply(&upload, &keys).unwrap();
+            let products = rhombus_decrypt(&key, plan, &results, u64::MAX).unwrap();
+            assert_eq!(products, plain_products(weights, &x));
+        }
+    }
+
     #[test]
     fn batches_keep_their_order() {
         let (n_out, n_in) = (200, 100);

@@ -47,6 +47,13 @@ impl SecretKey {
         &self.params
     }
 
+    /// The same secret s for parameters with another plaintext modulus: s, uploads and Galois
+    /// keys do not depend on t (only q and N, which all parameter sets share), so one session
+    /// key and one set of Galois keys serve stages with different t.
+    pub fn with_params(&self, params: &Params) -> Self {
+        Self { params: params.clone(), key_ntt_scaled: self.key_ntt_scaled.clone() }
+    }
+
     /// s in coefficient form, as residues mod q (for Galois key generation).
     pub(crate) fn coefficients(&self) -> Vec<u64> {
         let mut s = self.key_ntt_scaled.clone();
