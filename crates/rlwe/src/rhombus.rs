@@ -716,7 +716,7 @@ impl RhombusKeys {
     }
 }
 
-/// NTT(sigma_k(p))[i] = NTT(p)[perm[i]]: the NTT evaluates p at the roots r_i, and
+/// Slot i of NTT(sigma_k(p)) is slot perm(i) of NTT(p): the NTT evaluates p at the roots r_i, and
 /// sigma_k(p)(r_i) = p(r_i^k), another root.
 fn ntt_permutation(params: &Params, k: usize) -> Vec<u32> {
     let mut x = vec![0u64; N];
@@ -779,7 +779,7 @@ impl ShoupVector {
 pub struct RhombusMatrix {
     params: Params,
     plan: RhombusPlan,
-    /// [block][accumulator][conjugate] NTT(S^-1 omega'_ij), unscaled, N values each.
+    /// NTT(S^-1 omega'_ij) by block, then accumulator, then conjugate; unscaled, N values each.
     weights: Vec<Vec<u64>>,
     energy: NoiseEnergy,
     automorphisms: Automorphisms,
@@ -1126,7 +1126,7 @@ fn switch_rotated(
 
 /// A hoisted conjugate: the digits of the unrotated mask meet the pre-permuted key slot by
 /// slot (slot m of the rotated ciphertext is slot perm^-1(m) of the result), then the sums and
-/// ct.b are permuted once: result[i] = sum[perm[i]].
+/// ct.b are permuted once: slot i of the result is slot perm(i) of the sums.
 fn switch_hoisted(digits: &[Vec<u64>], key: &PreparedKey, b_scaled: &[u64]) -> NttCt {
     let mut sum_a = vec![0u64; N];
     let mut sum_b = vec![0u64; N];
