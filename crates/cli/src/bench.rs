@@ -25,6 +25,8 @@ pub enum BenchCommand {
     Zkllm(ZkllmBenchArgs),
     /// The chain's state machine: signed transfers per second, epoch time for a full Brain.
     State(OutputArgs),
+    /// A fresh 4-node devnet on loopback: time to finality, finalized transfers per second.
+    Devnet(crate::bench_devnet::DevnetBenchArgs),
 }
 
 #[derive(Args)]
@@ -76,6 +78,16 @@ pub fn run(command: BenchCommand) -> Result<()> {
                 based_state::bench::run().to_markdown()
             );
             publish(&args.out, "state", &table)
+        }
+        BenchCommand::Devnet(args) => {
+            let load = crate::bench_devnet::load_average();
+            let runs = args
+                .block_time_ms
+                .iter()
+                .map(|&block_time_ms| crate::bench_devnet::measure(&args, block_time_ms))
+                .collect::<Result<Vec<_>>>()?;
+            let table = crate::bench_devnet::table(&runs, &load, &machine())?;
+            publish(&args.output.out, "devnet", &table)
         }
     }
 }

@@ -21,7 +21,9 @@ use crate::node::{
 };
 
 pub const DEVNET_CHAIN_ID: u32 = 1337;
-const DEV_ACCOUNTS: usize = 4;
+pub const DEV_ACCOUNTS: usize = 4;
+/// Most transactions per block in a devnet's genesis.
+pub const MAX_BLOCK_TRANSACTIONS: usize = 2_000;
 /// How long stopping nodes may take before they are killed.
 const STOP_GRACE: Duration = Duration::from_secs(15);
 
@@ -46,6 +48,16 @@ pub struct DevnetArgs {
     /// Delete the directory first and start a new chain.
     #[arg(long)]
     reset: bool,
+}
+
+/// The sizing of a new devnet.
+pub struct Layout {
+    pub nodes: u16,
+    pub block_time_ms: u64,
+    /// Node i listens for p2p on this plus i.
+    pub p2p_port: u16,
+    /// Node i serves JSON-RPC on this plus i.
+    pub rpc_port: u16,
 }
 
 /// `accounts.json`: the funded dev accounts. Their keys are for local testing only.
@@ -80,12 +92,12 @@ fn random_validator_key() -> Result<ed25519::PrivateKey> {
     ed25519::PrivateKey::decode(seed.as_slice()).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
-fn node_dir(dir: &Path, index: usize) -> PathBuf {
+pub fn node_dir(dir: &Path, index: usize) -> PathBuf {
     dir.join(format!("node-{index}"))
 }
 
 /// Writes genesis.json, accounts.json and node-<i>/config.json.
-fn create(dir: &Path, args: &DevnetArgs) -> Result<()> {
+pub fn create(dir: &Path, args: &Layout) -> Result<()> {
     let nodes = usize::from(args.nodes);
     let localhost = |port: u16, index: usize| -> Result<SocketAddr> {
         let port = port.checked_add(u16::try_from(index)?).context("port out of range")?;
@@ -109,7 +121,7 @@ fn create(dir: &Path, args: &DevnetArgs) -> Result<()> {
         chain_id: DEVNET_CHAIN_ID,
         genesis_time_ms: u64::try_from(genesis_time_ms)?,
         block_time_ms: args.block_time_ms,
-        max_block_transactions: 2_000,
+        max_block_transactions: MAX_BLOCK_TRANSACTIONS,
         validators: keys.iter().map(|key| validator_public_hex(&key.public_key())).collect(),
         foundation: foundation.clone(),
         balances: accounts
@@ -159,10 +171,57 @@ fn create(dir: &Path, args: &DevnetArgs) -> Result<()> {
 }
 
 /// The node processes; stopped (stdin closed, then killed after a grace period) when dropped.
-struct Nodes(Vec<(usize, Child)>);
+pub struct Nodes(Vec<(usize, Child)>);
 
 impl Nodes {
-    fn stop(&mut self) {
+    /// Starts one `based node run` per `node-<i>/config.json` of `dir` (logs in
+    /// `node-<i>/node.log`); returns them with their configs.
+    pub fn start(dir: &Path) -> Result<(Nodes, Vec<NodeFile>)> {
+        let mut configs = Vec::new();
+        while node_dir(dir, configs.len()).join("config.json").exists() {
+            let path = node_dir(dir, configs.len()).join("config.json");
+            let file: NodeFile = read_json(&path)?;
+            configs.push((path, file));
+        }
+        if configs.is_empty() {
+            bail!("{} holds a genesis but no node-0/config.json", dir.display());
+        }
+        let executable = std::env::current_exe().context("locate the based executable")?;
+        let mut nodes = Nodes(Vec::new());
+        for (index, (path, _)) in configs.iter().enumerate() {
+            let log_path = node_dir(dir, index).join("node.log");
+            let log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&log_path)
+                .with_context(|| format!("open {}", log_path.display()))?;
+            let child = Command::new(&executable)
+                .args(["node", "run", "--stop-on-stdin-eof", "--config"])
+                .arg(path)
+                .stdin(Stdio::piped())
+                .stdout(log.try_clone()?)
+                .stderr(log)
+                .spawn()
+                .with_context(|| format!("start node-{index}"))?;
+            nodes.0.push((index, child));
+        }
+        Ok((nodes, configs.into_iter().map(|(_, file)| file).collect()))
+    }
+
+    /// Process ids, in node order.
+    pub fn pids(&self) -> Vec<u32> {
+        self.0.iter().map(|(_, child)| child.id()).collect()
+    }
+
+    /// Why a node is no longer running, if one has exited.
+    pub fn exited(&mut self) -> Option<String> {
+        self.0.iter_mut().find_map(|(index, child)| match child.try_wait() {
+            Ok(Some(status)) => Some(format!("node-{index} exited ({status})")),
+            _ => None,
+        })
+    }
+
+    pub fn stop(&mut self) {
         for (_, child) in &mut self.0 {
             drop(child.stdin.take());
         }
@@ -195,41 +254,22 @@ pub fn run(args: DevnetArgs) -> Result<()> {
     if dir.join("genesis.json").exists() {
         println!("resuming the devnet in {} (--reset starts a new one)", dir.display());
     } else {
-        create(&dir, &args)?;
+        let layout = Layout {
+            nodes: args.nodes,
+            block_time_ms: args.block_time_ms,
+            p2p_port: args.p2p_port,
+            rpc_port: args.rpc_port,
+        };
+        create(&dir, &layout)?;
         println!("created a devnet in {}", dir.display());
     }
-    let mut configs = Vec::new();
-    while node_dir(&dir, configs.len()).join("config.json").exists() {
-        let path = node_dir(&dir, configs.len()).join("config.json");
-        let file: NodeFile = read_json(&path)?;
-        configs.push((path, file));
-    }
-    if configs.is_empty() {
-        bail!("{} holds a genesis but no node-0/config.json", dir.display());
-    }
-    let executable = std::env::current_exe().context("locate the based executable")?;
-    let mut nodes = Nodes(Vec::new());
-    for (index, (path, file)) in configs.iter().enumerate() {
-        let log_path = node_dir(&dir, index).join("node.log");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .with_context(|| format!("open {}", log_path.display()))?;
-        let child = Command::new(&executable)
-            .args(["node", "run", "--stop-on-stdin-eof", "--config"])
-            .arg(path)
-            .stdin(Stdio::piped())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("start node-{index}"))?;
-        nodes.0.push((index, child));
+    let (mut nodes, configs) = Nodes::start(&dir)?;
+    for (index, file) in configs.iter().enumerate() {
         println!(
             "node-{index}: rpc http://{}  p2p {}  log {}",
             file.rpc_listen,
             file.p2p_listen,
-            log_path.display()
+            node_dir(&dir, index).join("node.log").display()
         );
     }
     let accounts: Vec<DevAccount> = read_json(&dir.join("accounts.json"))?;
@@ -250,10 +290,8 @@ pub fn run(args: DevnetArgs) -> Result<()> {
                 _ = tokio::signal::ctrl_c() => return Ok::<_, std::io::Error>(None),
                 _ = terminate.recv() => return Ok(None),
                 _ = ticker.tick() => {
-                    for (index, child) in &mut nodes.0 {
-                        if let Ok(Some(status)) = child.try_wait() {
-                            return Ok(Some(format!("node-{index} exited ({status})")));
-                        }
+                    if let Some(reason) = nodes.exited() {
+                        return Ok(Some(reason));
                     }
                 }
             }

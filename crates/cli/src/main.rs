@@ -1,6 +1,7 @@
 //! `based`: the BasedAI command line.
 
 mod bench;
+mod bench_devnet;
 #[cfg(feature = "peer-candle")]
 mod candle_peer;
 mod chain;

@@ -8,8 +8,8 @@ use based_types::{Amount, Encode as _, Hash, PublicKey, SignedTransaction};
 
 /// Encoded transactions larger than this are refused before decoding.
 pub const MAX_TRANSACTION_BYTES: usize = 64 * 1024;
-const MAX_PER_SENDER: usize = 64;
-const MAX_TOTAL: usize = 10_000;
+pub const MAX_PER_SENDER: usize = 64;
+pub const MAX_TOTAL: usize = 10_000;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MempoolError {
