@@ -29,6 +29,8 @@ const RECIPIENTS: usize = 64;
 const STALL: Duration = Duration::from_secs(60);
 /// Interval of the finalized-head poll (one node) that timestamps finalization.
 const HEAD_POLL: Duration = Duration::from_millis(20);
+/// Pause of a submitting thread after the mempool refused part of its batch as full.
+const BACKOFF: Duration = Duration::from_millis(20);
 /// Interval of the account poll that detects one transfer's finality.
 const ACCOUNT_POLL: Duration = Duration::from_millis(5);
 
@@ -56,6 +58,10 @@ pub struct DevnetBenchArgs {
     /// Transactions per JSON-RPC batch.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..=100))]
     pub batch: u16,
+    /// Keep each devnet's directory (node logs, databases) instead of deleting it; it is always
+    /// kept when the run fails.
+    #[arg(long)]
+    pub keep: bool,
     #[command(flatten)]
     pub output: crate::bench::OutputArgs,
 }
@@ -311,16 +317,18 @@ fn submit_share(
             }
         }
         outcome.refused_full += refused.len();
-        let all_refused = refused.len() == requests.len();
+        let backoff = !refused.is_empty();
         for (index, hex) in refused.into_iter().rev() {
             queues[index].push_front(hex);
         }
-        if all_refused {
+        if backoff {
+            // The mempool is full until the next finalized block prunes it: retrying at once
+            // would only spend the node's CPU on refusals.
             ensure!(
                 progress.elapsed() < STALL,
                 "{node} admitted nothing for {STALL:?}: its mempool stays full"
             );
-            std::thread::sleep(Duration::from_millis(10));
+            std::thread::sleep(BACKOFF);
         }
     }
 }
@@ -424,6 +432,10 @@ pub struct DevnetRun {
 pub fn measure(args: &DevnetBenchArgs, block_time_ms: u64) -> Result<DevnetRun> {
     let dir = tempfile::Builder::new().prefix("based-bench-devnet-").tempdir()?;
     match measure_in(args, block_time_ms, dir.path()) {
+        Ok(run) if args.keep => {
+            eprintln!("[{block_time_ms} ms] devnet kept in {}", dir.keep().display());
+            Ok(run)
+        }
         Ok(run) => Ok(run),
         Err(error) => {
             let kept = dir.keep();
@@ -648,8 +660,7 @@ fn measure_in(args: &DevnetBenchArgs, block_time_ms: u64, dir: &Path) -> Result<
         ms_summary(&proposal_delay(flood_start_ms, flood_end_ms)),
     ));
 
-    let bounds;
-    if window.len() >= 3 {
+    let bounds = if window.len() >= 3 {
         let first = window[0];
         let last = window[window.len() - 1];
         let counted: usize = window[1..].iter().map(|b| b.transactions.len()).sum();
@@ -696,7 +707,7 @@ fn measure_in(args: &DevnetBenchArgs, block_time_ms: u64, dir: &Path) -> Result<
         ));
         let cores = std::thread::available_parallelism().map_or(1, |p| p.get());
         let node_cores = nodes_cpu as f64 / 100.0 / submit_seconds.max(1e-3);
-        bounds = bound(Bound {
+        bound(Bound {
             mean_txs,
             mean_bytes,
             block_time_ms,
@@ -704,7 +715,7 @@ fn measure_in(args: &DevnetBenchArgs, block_time_ms: u64, dir: &Path) -> Result<
             node_cores,
             cores,
             refused_full: submission.refused_full,
-        });
+        })
     } else {
         rows.push((
             "finalized transfers per second, steady window",
@@ -713,8 +724,8 @@ fn measure_in(args: &DevnetBenchArgs, block_time_ms: u64, dir: &Path) -> Result<
                  {warmup} ms warm-up plus 3 blocks (raise --transfers)"
             ),
         ));
-        bounds = "not measured".into();
-    }
+        "not measured".into()
+    };
     rows.push((
         "flood: submission",
         format!(
@@ -776,8 +787,21 @@ struct Bound {
 fn bound(b: Bound) -> String {
     let cap = devnet::MAX_BLOCK_TRANSACTIONS as f64;
     let block_limit = (MAX_BLOCK_BYTES - 4 * 1024) as f64;
-    let slow_blocks = b.median_interval as f64 > 1.2 * b.block_time_ms as f64;
-    if b.mean_txs >= 0.9 * cap {
+    let full = b.mean_txs >= 0.9 * cap;
+    let slow = b.median_interval as f64 > 1.2 * b.block_time_ms as f64;
+    if slow || b.node_cores >= 0.8 * b.cores as f64 {
+        format!(
+            "CPU: blocks of {:.0} transfers{} came every {} ms instead of {} ms; the nodes used \
+             {:.2} of {} cores (every node checks each signature on admission and executes \
+             every block; the client shares the machine)",
+            b.mean_txs,
+            if full { " (the cap)" } else { "" },
+            b.median_interval,
+            b.block_time_ms,
+            b.node_cores,
+            b.cores
+        )
+    } else if full {
         format!(
             "the block cap: {cap:.0} transfers per block every {} ms = {:.0}/s",
             b.median_interval,
@@ -785,21 +809,6 @@ fn bound(b: Bound) -> String {
         )
     } else if b.mean_bytes >= 0.9 * block_limit {
         format!("the block size cap ({} KiB)", MAX_BLOCK_BYTES / 1024)
-    } else if b.node_cores >= 0.8 * b.cores as f64 || slow_blocks {
-        format!(
-            "CPU: the nodes use {:.2} of {} cores (each node checks every transaction's \
-             signature on admission and executes every block){}",
-            b.node_cores,
-            b.cores,
-            if slow_blocks {
-                format!(
-                    ", and blocks come every {} ms instead of {}",
-                    b.median_interval, b.block_time_ms
-                )
-            } else {
-                String::new()
-            }
-        )
     } else if b.refused_full > 0 {
         format!(
             "the mempool ({MAX_TOTAL} transactions, {MAX_PER_SENDER} per sender): it refused \
@@ -813,14 +822,16 @@ fn bound(b: Bound) -> String {
 
 /// The table of all runs, one column per block time.
 pub fn table(runs: &[DevnetRun], load_before: &str, machine: &str) -> Result<String> {
+    let load_after = load_average();
     let mut table = String::new();
     writeln!(table, "## Devnet: time to finality and finalized transfers per second\n")?;
     writeln!(
         table,
         "`based bench devnet` on {machine} ({} threads; load average {load_before} before the \
-         run), one fresh devnet per block time. Node limits: {} transfers or {} KiB per block, \
-         mempool {MAX_TOTAL} transactions ({MAX_PER_SENDER} per sender), JSON-RPC batches of \
-         {} and bodies up to {} KiB. The bench client runs on the same machine.\n",
+         run, {load_after} after), one fresh devnet per block time. Node limits: {} transfers \
+         or {} KiB per block, mempool {MAX_TOTAL} transactions ({MAX_PER_SENDER} per sender), \
+         JSON-RPC batches of {} and bodies up to {} KiB. The bench client runs on the same \
+         machine.\n",
         std::thread::available_parallelism().map_or(1, |p| p.get()),
         devnet::MAX_BLOCK_TRANSACTIONS,
         MAX_BLOCK_BYTES / 1024,

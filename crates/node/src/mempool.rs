@@ -75,21 +75,29 @@ impl Mempool {
         if account.balance < tx.fee {
             return Err(MempoolError::CannotPayFee { fee: tx.fee, available: account.balance });
         }
-        if !transaction.verify_signature() {
-            return Err(MempoolError::BadSignature);
-        }
-        let queue = self.by_sender.entry(tx.signer).or_default();
-        match queue.get(&tx.nonce) {
+        // Room is checked before the signature: under load most refusals are for a full pool,
+        // and the signature check is the most expensive step of admission.
+        let queue = self.by_sender.get(&tx.signer);
+        let replaces = match queue.and_then(|queue| queue.get(&tx.nonce)) {
             Some(existing) if existing.transaction.fee >= tx.fee => {
                 return Err(MempoolError::Underpriced { existing: existing.transaction.fee });
             }
-            Some(_) => {}
-            None if queue.len() >= MAX_PER_SENDER || self.total >= MAX_TOTAL => {
-                return Err(MempoolError::Full);
-            }
-            None => self.total += 1,
+            Some(_) => true,
+            None => false,
+        };
+        if !replaces
+            && (queue.map_or(0, BTreeMap::len) >= MAX_PER_SENDER || self.total >= MAX_TOTAL)
+        {
+            return Err(MempoolError::Full);
+        }
+        if !transaction.verify_signature() {
+            return Err(MempoolError::BadSignature);
+        }
+        if !replaces {
+            self.total += 1;
         }
         self.hashes.insert(transaction.hash());
+        let queue = self.by_sender.entry(tx.signer).or_default();
         if let Some(replaced) = queue.insert(tx.nonce, transaction) {
             self.hashes.remove(&replaced.hash());
         }
@@ -236,6 +244,22 @@ mod tests {
         }
         assert_eq!(order, expected);
         assert_eq!(pool.executable(&state, 1, MAX_TRANSACTION_BYTES).len(), 1);
+    }
+
+    #[test]
+    fn a_full_queue_refuses_before_checking_the_signature() {
+        let state = state();
+        let mut pool = Mempool::default();
+        for nonce in 0..MAX_PER_SENDER as u64 {
+            pool.insert(&state, transfer(1, nonce, 1_000)).expect("admitted");
+        }
+        let mut forged = transfer(1, MAX_PER_SENDER as u64, 1_000);
+        forged.transaction.fee = 2_000;
+        assert_eq!(pool.insert(&state, forged.clone()), Err(MempoolError::Full));
+        forged.transaction.nonce = 0;
+        assert_eq!(pool.insert(&state, forged), Err(MempoolError::BadSignature));
+        assert_eq!(pool.len(), MAX_PER_SENDER);
+        assert_eq!(pool.insert(&state, transfer(2, 0, 1_000)), Ok(()));
     }
 
     #[test]
