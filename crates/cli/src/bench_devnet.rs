@@ -451,8 +451,13 @@ fn measure_in(args: &DevnetBenchArgs, block_time_ms: u64, dir: &Path) -> Result<
     );
     let node_count = usize::from(args.nodes);
     let base = free_ports(2 * args.nodes)?;
-    let layout =
-        Layout { nodes: args.nodes, block_time_ms, p2p_port: base, rpc_port: base + args.nodes };
+    let layout = Layout {
+        nodes: args.nodes,
+        block_time_ms,
+        tempo: crate::devnet::DEFAULT_TEMPO,
+        p2p_port: base,
+        rpc_port: base + args.nodes,
+    };
     devnet::create(dir, &layout)?;
     let genesis: crate::node::GenesisFile = crate::node::read_json(&dir.join("genesis.json"))?;
     let dev_accounts: Vec<DevAccount> = crate::node::read_json(&dir.join("accounts.json"))?;

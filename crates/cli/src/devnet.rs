@@ -39,6 +39,10 @@ pub struct DevnetArgs {
     /// Block time in milliseconds (only when the devnet is created).
     #[arg(long, default_value_t = 1000)]
     block_time_ms: u64,
+    /// Blocks between two payouts of a Brain (the `tempo` parameter; only when the devnet is
+    /// created). Mainnet's is 360; a short one lets rewards flow within seconds.
+    #[arg(long, default_value_t = DEFAULT_TEMPO, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    tempo: u64,
     /// First p2p port; node i listens on this plus i (only when the devnet is created).
     #[arg(long, default_value_t = 30300)]
     p2p_port: u16,
@@ -50,10 +54,15 @@ pub struct DevnetArgs {
     reset: bool,
 }
 
+/// The devnet's tempo unless `--tempo` says otherwise (mainnet's is 360 blocks).
+pub const DEFAULT_TEMPO: u64 = 20;
+
 /// The sizing of a new devnet.
 pub struct Layout {
     pub nodes: u16,
     pub block_time_ms: u64,
+    /// The `tempo` parameter: blocks between two payouts of a Brain.
+    pub tempo: u64,
     /// Node i listens for p2p on this plus i.
     pub p2p_port: u16,
     /// Node i serves JSON-RPC on this plus i.
@@ -70,7 +79,7 @@ pub struct DevAccount {
     pub pepe: String,
 }
 
-fn default_dir() -> PathBuf {
+pub fn default_dir() -> PathBuf {
     match std::env::var_os("BASED_HOME") {
         Some(home) => PathBuf::from(home).join("devnet"),
         None => PathBuf::from("devnet"),
@@ -134,6 +143,7 @@ pub fn create(dir: &Path, args: &Layout) -> Result<()> {
             .collect(),
         relayers: vec![foundation],
         relayer_threshold: 1,
+        params: [("tempo".to_string(), args.tempo)].into(),
     };
     crate::node::chain_spec(&genesis)?;
     std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
@@ -257,6 +267,7 @@ pub fn run(args: DevnetArgs) -> Result<()> {
         let layout = Layout {
             nodes: args.nodes,
             block_time_ms: args.block_time_ms,
+            tempo: args.tempo,
             p2p_port: args.p2p_port,
             rpc_port: args.rpc_port,
         };

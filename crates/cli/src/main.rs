@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_devnet;
+mod calls;
 #[cfg(feature = "peer-candle")]
 mod candle_peer;
 mod chain;
@@ -11,6 +12,8 @@ mod fetch;
 mod hub;
 mod loaded;
 mod node;
+mod tx;
+mod wallet;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -59,8 +62,39 @@ enum Command {
     /// Read chain state from a node's JSON-RPC.
     #[command(subcommand)]
     Query(chain::QueryCommand),
-    /// Send BASED to an address and wait until the transfer is final.
-    Transfer(chain::TransferArgs),
+    /// Create, import, list and show wallets (password-encrypted cold and hot keys).
+    #[command(subcommand)]
+    Wallet(wallet::WalletCommand),
+    /// Show an account's BASED and PEPE (a wallet's cold key by default).
+    Balance(wallet::BalanceArgs),
+    /// Send BASED to an address (signed by the wallet's cold key).
+    Transfer(calls::TransferArgs),
+    /// Send bridged PEPE.
+    #[command(subcommand)]
+    Pepe(calls::PepeCommand),
+    /// Stake BASED on a validator, or take it back.
+    #[command(subcommand)]
+    Stake(calls::StakeCommand),
+    /// Acquire, configure, approve, transfer or deactivate a Brain.
+    #[command(subcommand)]
+    Brain(calls::BrainCommand),
+    /// Register ("memorize") a hot key on a Brain as a miner or a validator, paying its fees.
+    Register(calls::RegisterArgs),
+    /// Set a validator's weights on miners.
+    #[command(subcommand)]
+    Weights(calls::WeightsCommand),
+    /// Set a validator's commission.
+    #[command(subcommand)]
+    Commission(calls::CommissionCommand),
+    /// Compute payments: fund and release an escrow, sign and redeem usage receipts.
+    #[command(subcommand)]
+    Escrow(calls::EscrowCommand),
+    /// Governance: submit a parameter change, vote as a GigaBrain or with PEPE.
+    #[command(subcommand)]
+    Proposal(calls::ProposalCommand),
+    /// Bridge relayers: attest an Ethereum PEPE deposit.
+    #[command(subcommand)]
+    Bridge(calls::BridgeCommand),
 }
 
 #[derive(Subcommand)]
@@ -163,6 +197,17 @@ fn run(command: Command) -> Result<()> {
         Command::Node(command) => node::run(command),
         Command::Devnet(args) => devnet::run(args),
         Command::Query(command) => chain::query(command),
-        Command::Transfer(args) => chain::transfer(args),
+        Command::Wallet(command) => wallet::run(command),
+        Command::Balance(args) => wallet::balance(args),
+        Command::Transfer(args) => calls::transfer(args),
+        Command::Pepe(command) => calls::pepe(command),
+        Command::Stake(command) => calls::stake(command),
+        Command::Brain(command) => calls::brain_command(command),
+        Command::Register(args) => calls::register(args),
+        Command::Weights(command) => calls::weights(command),
+        Command::Commission(command) => calls::commission(command),
+        Command::Escrow(command) => calls::escrow(command),
+        Command::Proposal(command) => calls::proposal(command),
+        Command::Bridge(command) => calls::bridge(command),
     }
 }

@@ -1,6 +1,7 @@
 //! `based node run`: one validator (based-node) with its JSON-RPC server (based-rpc), configured
 //! by a JSON file and a JSON genesis (formats in docs/rpc.md, "Running a node").
 
+use std::collections::BTreeMap;
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -71,7 +72,8 @@ pub struct Peer {
     pub address: SocketAddr,
 }
 
-/// `genesis.json`: what every validator must agree on. Protocol parameters are the defaults.
+/// `genesis.json`: what every validator must agree on. Protocol parameters are the defaults
+/// of `based_state::Params` except those named in `params`.
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GenesisFile {
@@ -87,6 +89,10 @@ pub struct GenesisFile {
     pub pepe_balances: Vec<Balance>,
     pub relayers: Vec<String>,
     pub relayer_threshold: u32,
+    /// Governance parameters that differ from the defaults, by the names of `based proposal
+    /// submit --param` (e.g. `{"tempo": 20}`); each is range-checked.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub params: BTreeMap<String, u64>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -158,6 +164,11 @@ pub fn chain_spec(genesis: &GenesisFile) -> Result<ChainSpec> {
         bail!("block_time_ms must be positive");
     }
     let relayers = genesis.relayers.iter().map(|hex| parse_address(hex)).collect::<Result<_>>()?;
+    let mut params = Params::default();
+    for (name, value) in &genesis.params {
+        let param = crate::calls::parse_param(name).map_err(|e| anyhow!("params: {e}"))?;
+        params.set(param, *value).map_err(|e| anyhow!("params: {name}: {e}"))?;
+    }
     Ok(ChainSpec {
         genesis: GenesisConfig {
             chain_id: genesis.chain_id,
@@ -166,7 +177,7 @@ pub fn chain_spec(genesis: &GenesisFile) -> Result<ChainSpec> {
             pepe_balances: parse_balances(&genesis.pepe_balances)?,
             relayers,
             relayer_threshold: genesis.relayer_threshold,
-            params: Params::default(),
+            params,
         },
         genesis_time_ms: genesis.genesis_time_ms,
         block_time_ms: genesis.block_time_ms,
@@ -351,4 +362,43 @@ pub fn run(command: NodeCommand) -> Result<()> {
     based_node::run(config, on_start, shutdown).context("node stopped with an error")?;
     drop(stop);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn genesis(params: &[(&str, u64)]) -> GenesisFile {
+        let key = ed25519::PrivateKey::decode([7u8; 32].as_slice()).unwrap();
+        GenesisFile {
+            chain_id: 7,
+            genesis_time_ms: 0,
+            block_time_ms: 1_000,
+            max_block_transactions: 10,
+            validators: vec![validator_public_hex(&key.public_key())],
+            foundation: PublicKey([1; 32]).to_hex(),
+            balances: Vec::new(),
+            pepe_balances: Vec::new(),
+            relayers: Vec::new(),
+            relayer_threshold: 1,
+            params: params.iter().map(|(name, value)| (name.to_string(), *value)).collect(),
+        }
+    }
+
+    #[test]
+    fn genesis_params_override_the_defaults_by_name() {
+        let spec = chain_spec(&genesis(&[("tempo", 20), ("weights_rate_limit", 5)])).unwrap();
+        assert_eq!(spec.genesis.params.tempo, 20);
+        assert_eq!(spec.genesis.params.weights_rate_limit, 5);
+        assert_eq!(spec.genesis.params.immunity_period, Params::default().immunity_period);
+        let error = chain_spec(&genesis(&[("tempo", 0)])).unwrap_err().to_string();
+        assert!(error.starts_with("params: tempo:"), "{error}");
+        let error = chain_spec(&genesis(&[("speed", 1)])).unwrap_err().to_string();
+        assert!(error.contains("unknown parameter \"speed\""), "{error}");
+        // Omitted `params` reads as the defaults, and an empty map is not written.
+        let text = serde_json::to_string(&genesis(&[])).unwrap();
+        assert!(!text.contains("params"));
+        let back: GenesisFile = serde_json::from_str(&text).unwrap();
+        assert_eq!(chain_spec(&back).unwrap().genesis.params, Params::default());
+    }
 }

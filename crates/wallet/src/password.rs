@@ -53,9 +53,10 @@ impl PasswordSource {
     pub fn read(&self, prompt: &str) -> Result<Zeroizing<String>, PasswordError> {
         match self {
             PasswordSource::File(path) => {
-                let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|source| {
-                    PasswordError::File { path: path.clone(), source }
-                })?);
+                let text = Zeroizing::new(
+                    std::fs::read_to_string(path)
+                        .map_err(|source| PasswordError::File { path: path.clone(), source })?,
+                );
                 let line = text.lines().next().unwrap_or("");
                 if line.is_empty() {
                     return Err(PasswordError::EmptyFile(path.clone()));

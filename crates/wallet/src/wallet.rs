@@ -42,7 +42,10 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> WalletError + '_ {
 
 fn check_name(what: &'static str, name: &str) -> Result<(), WalletError> {
     let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
-    if name.is_empty() || name.len() > MAX_NAME || name.starts_with('.') || !name.chars().all(allowed)
+    if name.is_empty()
+        || name.len() > MAX_NAME
+        || name.starts_with('.')
+        || !name.chars().all(allowed)
     {
         return Err(WalletError::BadName { what, name: name.to_string() });
     }
@@ -105,8 +108,9 @@ impl Wallets {
     pub fn default_location() -> Result<Wallets, WalletError> {
         let home = match std::env::var_os("BASED_HOME") {
             Some(home) => PathBuf::from(home),
-            None => PathBuf::from(std::env::var_os("HOME").ok_or(WalletError::NoHome)?)
-                .join(".based"),
+            None => {
+                PathBuf::from(std::env::var_os("HOME").ok_or(WalletError::NoHome)?).join(".based")
+            }
         };
         Ok(Wallets::at(home.join("wallets")))
     }
@@ -230,7 +234,12 @@ impl Wallet {
         Ok(file.address)
     }
 
-    fn read_key_file(&self, path: &Path, kind: KeyKind, name: &str) -> Result<KeyFile, WalletError> {
+    fn read_key_file(
+        &self,
+        path: &Path,
+        kind: KeyKind,
+        name: &str,
+    ) -> Result<KeyFile, WalletError> {
         let text = std::fs::read_to_string(path).map_err(|source| {
             if source.kind() == std::io::ErrorKind::NotFound {
                 let what = match kind {
@@ -252,10 +261,8 @@ impl Wallet {
         let path = self.coldkeypub_path();
         match std::fs::read_to_string(&path) {
             Ok(text) => {
-                let bad = |message: String| WalletError::BadPublicFile {
-                    path: path.clone(),
-                    message,
-                };
+                let bad =
+                    |message: String| WalletError::BadPublicFile { path: path.clone(), message };
                 let public: ColdkeyPub =
                     serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
                 public.address.parse().map_err(|e| bad(format!("{e}")))
@@ -386,7 +393,10 @@ mod tests {
         assert!(error.starts_with("cold key of wallet \"w\" does not exist"), "{error}");
         wallet.write_coldkey(&Seed::from_bytes([1; 32]), "pw", fast(), false).unwrap();
         let error = wallet.unlock_coldkey("nope").err().unwrap().to_string();
-        assert!(error.ends_with("coldkey: wrong password (or the key file was altered)"), "{error}");
+        assert!(
+            error.ends_with("coldkey: wrong password (or the key file was altered)"),
+            "{error}"
+        );
 
         let text = std::fs::read_to_string(wallet.coldkey_path()).unwrap();
         std::fs::write(wallet.coldkey_path(), &text[..40]).unwrap();
