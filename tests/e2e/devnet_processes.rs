@@ -149,24 +149,33 @@ fn a_devnet_finalizes_a_transfer_sent_over_rpc_and_resumes_after_sigterm() {
     let block = client::call(nodes[0], "based_getBlock", json!([included["height"]])).unwrap();
     assert_eq!(block["transactions"][included["index"].as_u64().unwrap() as usize], sent["hash"]);
 
-    // The same through the CLI: `based transfer` waits for finality, `based query` reads.
+    // The same through the CLI: dev account 1 imported into a wallet, `based transfer` waits
+    // for finality, `based query` reads.
     let rpc = format!("http://{}", nodes[2]);
     let recipient_hex = recipient.to_hex();
+    let home = dir.parent().unwrap().join("home");
+    let based = || {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_based"));
+        command.env("BASED_HOME", &home).env("BASED_PASSWORD", "devnet-test");
+        command
+    };
     let cli = |args: &[&str]| {
-        let output = Command::new(env!("CARGO_BIN_EXE_based")).args(args).output().unwrap();
+        let output = based().args(args).output().unwrap();
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(output.status.success(), "based {args:?} failed: {stderr}");
         String::from_utf8(output.stdout).unwrap()
     };
-    let args = ["--dev-account", "1", "--to", &recipient_hex, "--amount", "2", "--rpc", &rpc];
+    let devnet_dir = dir.to_str().unwrap();
+    cli(&["wallet", "import", "--dev", "1", "--devnet-dir", devnet_dir, "--wallet", "dev1"]);
+    let args = ["--wallet", "dev1", "--to", &recipient_hex, "--amount", "2", "--rpc", &rpc];
     let printed = cli(&[&["transfer"], &args[..]].concat());
     assert!(printed.contains("finalized at height"), "{printed}");
     let printed = cli(&["query", "account", &recipient_hex, "--rpc", &rpc]);
     let queried: Value = serde_json::from_str(&printed).unwrap();
     let value = value + coins(2);
     assert_eq!(amount(&queried["balance"]), value);
-    let refused = Command::new(env!("CARGO_BIN_EXE_based"))
-        .args(["transfer", "--dev-account", "1", "--to", "12", "--amount", "1", "--rpc", &rpc])
+    let refused = based()
+        .args(["transfer", "--wallet", "dev1", "--to", "12", "--amount", "1", "--rpc", &rpc])
         .output()
         .unwrap();
     assert!(!refused.status.success());
