@@ -40,6 +40,14 @@ pub enum QueryCommand {
         #[command(flatten)]
         endpoint: Endpoint,
     },
+    /// A transaction's status: pending, or finalized with its height, success, error and
+    /// events.
+    Transaction {
+        /// The hash `based` printed when it submitted the transaction.
+        hash: String,
+        #[command(flatten)]
+        endpoint: Endpoint,
+    },
     /// A Brain's owner and settings.
     Brain {
         id: u16,
@@ -53,6 +61,13 @@ pub fn query(command: QueryCommand) -> Result<()> {
         QueryCommand::Head { endpoint } => endpoint.call("based_getHead", json!([]))?,
         QueryCommand::Account { address, endpoint } => {
             endpoint.call("based_getAccount", json!([address]))?
+        }
+        QueryCommand::Transaction { hash, endpoint } => {
+            let transaction = endpoint.call("based_getTransaction", json!([hash]))?;
+            if transaction.is_null() {
+                bail!("the node knows no transaction {hash}");
+            }
+            transaction
         }
         QueryCommand::Brain { id, endpoint } => {
             let brain = endpoint.call("based_getBrain", json!([id]))?;

@@ -200,58 +200,89 @@ impl<'a> Pending<'a> {
         if !self.options.json {
             println!("submitted {hash} (nonce {nonce}): {summary}");
         }
-        if !self.options.no_wait {
-            let height = self.wait_for_finality(nonce)?;
-            report["status"] = json!("finalized");
-            report["height"] = json!(height);
+        if self.options.no_wait {
+            if self.options.json {
+                println!("{report}");
+            }
+            return Ok(());
         }
+        let receipt = self.wait_for_finality(&hash, nonce)?;
+        for field in ["status", "height", "index", "success", "error", "events"] {
+            report[field] = receipt[field].clone();
+        }
+        let success = receipt["success"] == true;
         if self.options.json {
             println!("{report}");
+        } else {
+            let account = Account::fetch(self.endpoint(), &self.signer)?;
+            if success {
+                println!("finalized at height {}: succeeded", receipt["height"]);
+            } else {
+                println!("finalized at height {}: FAILED", receipt["height"]);
+            }
+            for event in receipt["events"].as_array().into_iter().flatten() {
+                println!("  event {event}");
+            }
+            println!(
+                "{} now holds {} BASED, {} PEPE (nonce {})",
+                self.signer,
+                format_amount(account.balance),
+                format_amount(account.pepe),
+                account.nonce
+            );
+        }
+        if !success {
+            bail!(
+                "transaction {hash} failed (its fee was paid): {}",
+                receipt["error"].as_str().unwrap_or("no reason given")
+            );
         }
         Ok(())
     }
 
-    /// Polls until the signer's finalized nonce passes `nonce`; returns the finalized height at
-    /// which it was seen.
-    fn wait_for_finality(&self, nonce: u64) -> Result<u64> {
+    /// Polls `based_getTransaction` until the transaction is final; returns its receipt.
+    fn wait_for_finality(&self, hash: &str, nonce: u64) -> Result<Value> {
         let spinner = if self.options.json {
             indicatif::ProgressBar::hidden()
         } else {
             indicatif::ProgressBar::new_spinner()
         };
-        spinner.set_message("waiting for inclusion and finality");
         spinner.enable_steady_tick(Duration::from_millis(100));
         let started = Instant::now();
-        loop {
-            let account = Account::fetch(self.endpoint(), &self.signer)?;
-            if account.nonce > nonce {
-                spinner.finish_and_clear();
-                if !self.options.json {
-                    println!(
-                        "finalized at height {} after {:.1} s; {} now holds {} BASED, {} PEPE",
-                        account.height,
-                        started.elapsed().as_secs_f64(),
-                        self.signer,
-                        format_amount(account.balance),
-                        format_amount(account.pepe)
-                    );
+        let result = loop {
+            let receipt = self.endpoint().call("based_getTransaction", json!([hash]))?;
+            match receipt["status"].as_str() {
+                Some("finalized") => break Ok(receipt),
+                Some("pending") => spinner.set_message("pending in the mempool"),
+                _ => {
+                    // Unknown to the node: not yet gossiped back, or its nonce went to
+                    // another transaction.
+                    let account = Account::fetch(self.endpoint(), &self.signer)?;
+                    if account.nonce > nonce {
+                        let again = self.endpoint().call("based_getTransaction", json!([hash]))?;
+                        if again["status"] == "finalized" {
+                            break Ok(again);
+                        }
+                        break Err(anyhow!(
+                            "nonce {nonce} of {} was used by another transaction; {hash} will \
+                             never be included",
+                            self.signer
+                        ));
+                    }
+                    spinner.set_message("waiting for the node to see it");
                 }
-                return Ok(account.height);
             }
             if started.elapsed() > FINALITY_TIMEOUT {
-                spinner.finish_and_clear();
-                bail!(
-                    "not final after {} s (the signer's nonce is still {nonce}); it may still \
-                     be included: check with `based balance`",
+                break Err(anyhow!(
+                    "{hash} is not final after {} s; it may still be included: check with \
+                     `based query transaction {hash}`",
                     FINALITY_TIMEOUT.as_secs()
-                );
+                ));
             }
-            spinner.set_message(format!(
-                "waiting for inclusion and finality (finalized height {})",
-                account.height
-            ));
             std::thread::sleep(POLL);
-        }
+        };
+        spinner.finish_and_clear();
+        result
     }
 }
 
