@@ -537,28 +537,15 @@ fn measure_in(args: &DevnetBenchArgs, block_time_ms: u64, dir: &Path) -> Result<
 
     eprintln!("[{block_time_ms} ms] {} transfers one at a time", args.latency_samples);
     let latency_start = wall_ms();
-    let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(block_time_ms);
-    let mut latencies = Vec::with_capacity(args.latency_samples);
-    let payer = &dev_keys[0];
-    for sample in 0..args.latency_samples {
-        // Submitted at a uniformly random point of the block interval, as users arrive.
-        std::thread::sleep(Duration::from_millis(rng.next_u64() % block_time_ms.max(1)));
-        let node = rpc[sample % node_count];
-        let signed = expected.transfer(payer, recipients[sample % RECIPIENTS], 1)?;
-        hashes.push(signed.hash);
-        let nonce = expected.accounts[&payer.public_key()].1;
-        let submitted = Instant::now();
-        client::call(node, "based_sendTransaction", json!([signed.hex]))
-            .with_context(|| format!("latency transfer {sample} on {node}"))?;
-        while accounts(node, &[payer.public_key()])?[0].0 < nonce {
-            ensure!(
-                submitted.elapsed() < STALL,
-                "latency transfer {sample} not final after {STALL:?}"
-            );
-            std::thread::sleep(ACCOUNT_POLL);
-        }
-        latencies.push(submitted.elapsed());
-    }
+    let latencies = latency_samples(
+        &rpc,
+        &mut expected,
+        &dev_keys[0],
+        &recipients,
+        args.latency_samples,
+        block_time_ms,
+        &mut hashes,
+    )?;
     let latency_end = wall_ms();
 
     eprintln!(
@@ -578,45 +565,12 @@ fn measure_in(args: &DevnetBenchArgs, block_time_ms: u64, dir: &Path) -> Result<
     let (nodes_cpu, client_cpu) =
         (cpu(&pids)? - nodes_cpu_before, cpu_ticks("self")? - client_cpu_before);
     eprintln!("[{block_time_ms} ms] all submitted; waiting for finality on every node");
-    let all: BTreeMap<PublicKey, u64> =
-        expected.accounts.iter().map(|(key, (_, nonce))| (*key, *nonce)).collect();
-    for &node in &rpc {
-        wait_for_nonces(&mut nodes, node, &all)?;
-    }
-    let addresses: Vec<PublicKey> = expected.accounts.keys().copied().collect();
-    for &node in &rpc {
-        let held = accounts(node, &addresses)?;
-        for (address, (nonce, balance, _)) in addresses.iter().zip(held) {
-            let (want_balance, want_nonce) = expected.accounts[address];
-            ensure!(
-                (balance, nonce) == (want_balance, want_nonce),
-                "{node}: account {address} holds {balance} units at nonce {nonce}, expected \
-                 {want_balance} at nonce {want_nonce}"
-            );
-        }
-    }
+    check_final_state(&mut nodes, &rpc, &expected)?;
     let finalized_at = heads.finish()?;
     nodes.stop();
 
     let (blocks, common_height) = read_blocks(&ledgers)?;
-    let mut inclusions: HashMap<Hash, usize> = HashMap::new();
-    for block in &blocks {
-        for hash in &block.transactions {
-            *inclusions.entry(*hash).or_default() += 1;
-        }
-    }
-    let included = inclusions.values().sum::<usize>();
-    if let Some(missing) = hashes.iter().find(|hash| inclusions.get(hash) != Some(&1)) {
-        bail!(
-            "transfer {missing} is in {} finalized blocks, expected exactly one",
-            inclusions.get(missing).copied().unwrap_or(0)
-        );
-    }
-    ensure!(
-        included == hashes.len(),
-        "the finalized blocks hold {included} transactions, {} were submitted",
-        hashes.len()
-    );
+    check_exactly_once(&blocks, &hashes)?;
 
     let flood_set: std::collections::HashSet<Hash> = flood_hashes.iter().copied().collect();
     let flood_blocks: Vec<&BlockInfo> = blocks
@@ -776,6 +730,85 @@ fn measure_in(args: &DevnetBenchArgs, block_time_ms: u64, dir: &Path) -> Result<
     ));
     rows.push(("what bounds throughput", bounds));
     Ok(DevnetRun { block_time_ms, rows })
+}
+
+/// Submits `samples` transfers from `payer` one at a time, each at a random point of the block
+/// interval (as users arrive), and times each until its nonce is visible in the finalized state
+/// of the node it was sent to.
+fn latency_samples(
+    rpc: &[SocketAddr],
+    expected: &mut Expected,
+    payer: &SecretKey,
+    recipients: &[PublicKey],
+    samples: usize,
+    block_time_ms: u64,
+    hashes: &mut Vec<Hash>,
+) -> Result<Vec<Duration>> {
+    let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(block_time_ms);
+    let mut latencies = Vec::with_capacity(samples);
+    for sample in 0..samples {
+        std::thread::sleep(Duration::from_millis(rng.next_u64() % block_time_ms.max(1)));
+        let node = rpc[sample % rpc.len()];
+        let signed = expected.transfer(payer, recipients[sample % recipients.len()], 1)?;
+        hashes.push(signed.hash);
+        let nonce = expected.accounts[&payer.public_key()].1;
+        let submitted = Instant::now();
+        client::call(node, "based_sendTransaction", json!([signed.hex]))
+            .with_context(|| format!("latency transfer {sample} on {node}"))?;
+        while accounts(node, &[payer.public_key()])?[0].0 < nonce {
+            ensure!(
+                submitted.elapsed() < STALL,
+                "latency transfer {sample} not final after {STALL:?}"
+            );
+            std::thread::sleep(ACCOUNT_POLL);
+        }
+        latencies.push(submitted.elapsed());
+    }
+    Ok(latencies)
+}
+
+/// Waits until every node has finalized every booked transaction, then checks each booked
+/// balance and nonce on each node, to the base unit.
+fn check_final_state(nodes: &mut Nodes, rpc: &[SocketAddr], expected: &Expected) -> Result<()> {
+    let all: BTreeMap<PublicKey, u64> =
+        expected.accounts.iter().map(|(key, (_, nonce))| (*key, *nonce)).collect();
+    for &node in rpc {
+        wait_for_nonces(nodes, node, &all)?;
+    }
+    let addresses: Vec<PublicKey> = expected.accounts.keys().copied().collect();
+    for &node in rpc {
+        let held = accounts(node, &addresses)?;
+        for (address, (nonce, balance, _)) in addresses.iter().zip(held) {
+            let (want_balance, want_nonce) = expected.accounts[address];
+            ensure!(
+                (balance, nonce) == (want_balance, want_nonce),
+                "{node}: account {address} holds {balance} units at nonce {nonce}, expected \
+                 {want_balance} at nonce {want_nonce}"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Every submitted transaction is in exactly one finalized block, and nothing else is.
+fn check_exactly_once(blocks: &[BlockInfo], hashes: &[Hash]) -> Result<()> {
+    let mut inclusions: HashMap<Hash, usize> = HashMap::new();
+    for hash in blocks.iter().flat_map(|block| &block.transactions) {
+        *inclusions.entry(*hash).or_default() += 1;
+    }
+    if let Some(wrong) = hashes.iter().find(|hash| inclusions.get(hash) != Some(&1)) {
+        bail!(
+            "transfer {wrong} is in {} finalized blocks, expected exactly one",
+            inclusions.get(wrong).copied().unwrap_or(0)
+        );
+    }
+    let included = inclusions.values().sum::<usize>();
+    ensure!(
+        included == hashes.len(),
+        "the finalized blocks hold {included} transactions, {} were submitted",
+        hashes.len()
+    );
+    Ok(())
 }
 
 /// What the flood's steady window says about the limit.
