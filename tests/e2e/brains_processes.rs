@@ -394,6 +394,13 @@ fn brains_acquired_registered_staked_and_paid_through_the_cli() {
     let (stake_7, stake_8) = (val_stake + staker_stake, val_stake);
     assert_eq!(units(&node.brain(7)["stake"]), stake_7);
     assert_eq!(units(&node.brain(8)["stake"]), stake_8);
+    let stakes = node.call("based_getStake", json!([7, val_hot]));
+    let mut expected = vec![
+        json!({"staker": val, "stake": val_stake.to_string()}),
+        json!({"staker": staker, "stake": staker_stake.to_string()}),
+    ];
+    expected.sort_by_key(|entry| entry["staker"].as_str().unwrap().to_string());
+    assert_eq!(stakes["stakers"], json!(expected), "{stakes}");
 
     // Compute payments: the staker funds an escrow and signs a receipt; the miner's hot key
     // redeems it and the owner's fee share (set to 15%) goes to the owner. Redeeming it again
@@ -491,7 +498,37 @@ fn brains_acquired_registered_staked_and_paid_through_the_cli() {
     assert!(error.contains("wallets/broken/coldkey: the key file is truncated"), "{error}");
     assert_eq!(node.nonce(&dev0), dev0_nonce);
     assert_eq!(node.balance(&dev0), ledger.based[&dev0]);
+    let again = ["register", "-w", "val", "--brain", "7", "--role", "miner", "--hotkey", "default"];
+    let error = cli.fails(&again, PASSWORD);
+    assert!(error.contains("is already registered on brain 7 (as validator uid 0)"), "{error}");
+    let error = cli.fails(
+        &[&["stake", "remove", "-w", "staker"][..], &target, &["--amount", "151"]].concat(),
+        PASSWORD,
+    );
+    assert!(
+        error.contains("insufficient stake: ") && error.contains("has 150 BASED staked"),
+        "{error}"
+    );
+    let on_miner = [
+        "stake",
+        "add",
+        "-w",
+        "staker",
+        "--brain",
+        "7",
+        "--hotkey-address",
+        &miner_hot,
+        "--amount",
+        "1",
+    ];
+    let error = cli.fails(&on_miner, PASSWORD);
+    assert!(error.contains("is a miner on brain 7, not a validator"), "{error}");
+    let error =
+        cli.fails(&["weights", "set", "-w", "val", "--brain", "7", "--weights", "0:1"], PASSWORD);
+    assert!(error.contains("they can be set again at block"), "{error}");
     assert_eq!(node.nonce(&staker), 4);
+    assert_eq!(node.nonce(&val), 4);
+    assert_eq!(node.nonce(&val_hot), 3);
     // The mnemonic gives back the same key.
     let mnemonic = cli.json(&["wallet", "show", "-w", "owner", "--export-mnemonic", "--json"]);
     let mnemonic = mnemonic["mnemonic"].as_str().unwrap();

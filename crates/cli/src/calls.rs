@@ -408,6 +408,24 @@ fn brain(endpoint: &Endpoint, id: BrainId) -> Result<Value> {
     Ok(brain)
 }
 
+/// The node registered with `hotkey` on the Brain, if any (`based_getNode`).
+fn node(endpoint: &Endpoint, id: BrainId, hotkey: &PublicKey) -> Result<Option<Value>> {
+    let node = endpoint.call("based_getNode", json!([id, hotkey.to_hex()]))?;
+    Ok((!node.is_null()).then_some(node))
+}
+
+/// The validator registered with `hotkey` on the Brain; an error naming what it is otherwise.
+fn validator(endpoint: &Endpoint, id: BrainId, hotkey: &PublicKey) -> Result<Value> {
+    match node(endpoint, id, hotkey)? {
+        Some(node) if node["role"] == "validator" => Ok(node),
+        Some(node) => bail!(
+            "hot key {hotkey} is a {} on brain {id}, not a validator",
+            node["role"].as_str().unwrap_or("node")
+        ),
+        None => bail!("hot key {hotkey} is not registered on brain {id}"),
+    }
+}
+
 fn require_owner(pending: &Pending<'_>, id: BrainId, brain: &Value) -> Result<()> {
     let owner = brain["owner"].as_str().unwrap_or_default();
     if owner != pending.signer.to_hex() {
@@ -461,6 +479,7 @@ pub fn stake(command: StakeCommand) -> Result<()> {
     let amount = parse_coins("--amount", &args.amount)?;
     let pending = Pending::new(&args.tx, Key::Cold)?;
     brain(pending.endpoint(), args.brain)?;
+    validator(pending.endpoint(), args.brain, &hotkey)?;
     let (call, summary) = if adding {
         pending.require_balance(amount, "the stake")?;
         let summary = format!(
@@ -470,6 +489,26 @@ pub fn stake(command: StakeCommand) -> Result<()> {
         );
         (Call::AddStake { brain: args.brain, hotkey, amount }, summary)
     } else {
+        let stakes =
+            pending.endpoint().call("based_getStake", json!([args.brain, hotkey.to_hex()]))?;
+        let signer = pending.signer.to_hex();
+        let staked = stakes["stakers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|entry| entry["staker"] == signer.as_str())
+            .map(|entry| field_units(entry, "stake"))
+            .transpose()?
+            .unwrap_or(0);
+        if staked < amount {
+            bail!(
+                "insufficient stake: {signer} has {} BASED staked on validator {hotkey} of brain \
+                 {}, less than {}",
+                format_amount(staked),
+                args.brain,
+                format_amount(amount)
+            );
+        }
         let summary = format!(
             "unstake {} BASED from validator {hotkey} of brain {}",
             format_amount(amount),
@@ -638,6 +677,14 @@ pub fn register(args: RegisterArgs) -> Result<()> {
     };
     let pending = Pending::new(&args.tx, Key::Cold)?;
     let record = brain(pending.endpoint(), args.brain)?;
+    if let Some(node) = node(pending.endpoint(), args.brain, &hotkey)? {
+        bail!(
+            "hot key {hotkey} is already registered on brain {} (as {} uid {})",
+            args.brain,
+            node["role"].as_str().unwrap_or("a node"),
+            node["uid"]
+        );
+    }
     let settings = &record["settings"];
     let fee = field_units(settings, "registration_fee")?
         .checked_add(field_units(settings, "memorize_fee")?)
@@ -697,6 +744,21 @@ pub fn weights(command: WeightsCommand) -> Result<()> {
     let weights = parse_weights(&weights)?;
     let pending = Pending::new(&tx, Key::Hot(hotkey))?;
     brain(pending.endpoint(), id)?;
+    let node = validator(pending.endpoint(), id, &pending.signer)?;
+    if let Some(last) = node["weights_set_at"].as_u64() {
+        let chain = pending.endpoint().call("based_getParams", json!([]))?;
+        let limit = chain["params"]["weights_rate_limit"]
+            .as_u64()
+            .ok_or_else(|| anyhow!("based_getParams reported no weights_rate_limit"))?;
+        let next_allowed = last.saturating_add(limit);
+        if pending.account.height + 1 < next_allowed {
+            bail!(
+                "weights on brain {id} were set at block {last}; they can be set again at block \
+                 {next_allowed} (finalized height {})",
+                pending.account.height
+            );
+        }
+    }
     let summary = format!("set weights on {} miners of brain {id}", weights.len());
     pending.send(Call::SetWeights { brain: id, weights }, &summary)
 }
@@ -706,6 +768,7 @@ pub fn commission(command: CommissionCommand) -> Result<()> {
     let commission_ppb = parse_percent("--percent", &percent)?;
     let pending = Pending::new(&tx, Key::Hot(hotkey))?;
     brain(pending.endpoint(), id)?;
+    validator(pending.endpoint(), id, &pending.signer)?;
     let summary =
         format!("set the commission on brain {id} to {}", format_percent(commission_ppb.into()));
     pending.send(Call::SetCommission { brain: id, commission_ppb }, &summary)
@@ -784,6 +847,10 @@ pub fn escrow(command: EscrowCommand) -> Result<()> {
                     receipt.miner,
                     pending.signer
                 );
+            }
+            match node(pending.endpoint(), receipt.brain, &pending.signer)? {
+                Some(node) if node["role"] == "miner" => {}
+                _ => bail!("hot key {} is not a miner on brain {}", pending.signer, receipt.brain),
             }
             let summary = format!(
                 "redeem {} BASED from {} on brain {}",

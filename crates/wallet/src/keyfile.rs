@@ -69,7 +69,7 @@ pub struct KdfParams {
 
 impl Default for KdfParams {
     /// 64 MiB, 3 passes, one lane: RFC 9106's second recommended setting with one lane instead
-    /// of four (about 0.15 s on one core of this project's machines).
+    /// of four (about 0.1 s on this project's machines).
     fn default() -> Self {
         KdfParams { memory_kib: 64 * 1024, iterations: 3, parallelism: 1 }
     }
