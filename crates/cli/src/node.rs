@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use based_node::ledger::{Overlay, Snapshot};
+use based_node::run::MetricsEncoder;
 use based_node::{Application, ChainBlock, ChainSpec, NodeConfig};
 use based_rpc::{ChainInfo, ChainView, Head, NodeApi, decode_hex, encode_hex};
 use based_state::{GenesisConfig, OutcomeRecord, Params, State};
@@ -216,7 +217,11 @@ pub fn load(path: &Path) -> Result<(NodeConfig, SocketAddr)> {
 }
 
 /// The node as the RPC server sees it.
-struct RpcNode(Application, ChainInfo);
+struct RpcNode {
+    application: Application,
+    chain: ChainInfo,
+    metrics: MetricsEncoder,
+}
 
 fn read_block(snapshot: &Snapshot, height: u64) -> Result<Option<Block>, String> {
     let Some(bytes) = snapshot.block(height).map_err(|e| e.to_string())? else {
@@ -269,7 +274,7 @@ impl NodeApi for RpcNode {
     type View = RpcView;
 
     fn view(&self) -> Result<RpcView, String> {
-        let snapshot = self.0.ledger().snapshot().map_err(|e| e.to_string())?;
+        let snapshot = self.application.ledger().snapshot().map_err(|e| e.to_string())?;
         let applied = snapshot
             .applied()
             .map_err(|e| e.to_string())?
@@ -289,19 +294,27 @@ impl NodeApi for RpcNode {
     }
 
     fn submit(&self, transaction: SignedTransaction) -> Result<(), String> {
-        self.0.submit(transaction).map_err(|e| e.to_string())
+        self.application.submit(transaction).map_err(|e| e.to_string())
     }
 
     fn pending_transactions(&self) -> usize {
-        self.0.pending_transactions()
+        self.application.pending_transactions()
     }
 
     fn is_pending(&self, hash: &Hash) -> bool {
-        self.0.is_pending(hash)
+        self.application.is_pending(hash)
     }
 
     fn chain(&self) -> &ChainInfo {
-        &self.1
+        &self.chain
+    }
+
+    fn watch_finalized(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.application.watch_finalized()
+    }
+
+    fn metrics(&self) -> String {
+        (self.metrics)()
     }
 }
 
@@ -349,8 +362,8 @@ pub fn run(command: NodeCommand) -> Result<()> {
         };
         info!(reason, "stopping the node");
     };
-    let on_start = move |application: Application| match based_rpc::spawn(
-        Arc::new(RpcNode(application, info)),
+    let on_start = move |application, metrics| match based_rpc::spawn(
+        Arc::new(RpcNode { application, chain: info, metrics }),
         listener,
     ) {
         Ok(address) => {

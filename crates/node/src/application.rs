@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use based_state::{BlockOutcome, GenesisConfig, MemoryStore, OutcomeRecord, State, Store as _};
 use based_types::{Block, BlockHeader, Hash, SignedTransaction, transactions_root};
@@ -17,11 +17,13 @@ use commonware_runtime::{Clock, Metrics, Spawner};
 use commonware_utils::{Acknowledgement as _, SystemTimeExt as _};
 use futures::StreamExt as _;
 use rand::Rng;
-use tracing::{debug, error, warn};
+use tokio::sync::watch;
+use tracing::{debug, error, info, warn};
 
 use crate::block::{ChainBlock, ConsensusContext, MAX_BLOCK_BYTES, based_key};
 use crate::ledger::{Applied, Changes, Finalized, Ledger, LedgerError, Overlay, Snapshot};
 use crate::mempool::{Mempool, MempoolError};
+use crate::telemetry::NodeMetrics;
 
 /// How far ahead of our clock a peer's block timestamp may be.
 const SYNCHRONY_BOUND_MS: u64 = 500;
@@ -76,6 +78,9 @@ pub struct Application {
     shared: Arc<Mutex<Shared>>,
     genesis: Arc<ChainBlock>,
     spec: Arc<ChainSpec>,
+    metrics: NodeMetrics,
+    /// The last finalized height, for the RPC server's subscriptions.
+    finalized: Arc<watch::Sender<u64>>,
 }
 
 impl Application {
@@ -102,7 +107,8 @@ impl Application {
             parent: (View::zero(), sha256::Digest::EMPTY),
         };
         let genesis = ChainBlock::new(context, Block { header, transactions: Vec::new() });
-        match snapshot.applied()? {
+        let applied = snapshot.applied()?;
+        match applied {
             None => {
                 let entries = state.store().scan_prefix(&[]);
                 let changes = entries.into_iter().map(|(key, value)| (key, Some(value))).collect();
@@ -123,11 +129,16 @@ impl Application {
         }
         let shared =
             Shared { mempool: Mempool::default(), outbound: Vec::new(), executed: BTreeMap::new() };
+        let height = applied.map_or(0, |applied| applied.height);
+        let metrics = NodeMetrics::default();
+        metrics.finalized_height.set(i64::try_from(height).unwrap_or(i64::MAX));
         Ok(Self {
             ledger,
             shared: Arc::new(Mutex::new(shared)),
             genesis: Arc::new(genesis),
             spec: Arc::new(spec),
+            metrics,
+            finalized: Arc::new(watch::Sender::new(height)),
         })
     }
 
@@ -139,6 +150,15 @@ impl Application {
         &self.ledger
     }
 
+    pub fn metrics(&self) -> &NodeMetrics {
+        &self.metrics
+    }
+
+    /// The last finalized height, updated after each block is committed.
+    pub fn watch_finalized(&self) -> watch::Receiver<u64> {
+        self.finalized.subscribe()
+    }
+
     fn shared(&self) -> MutexGuard<'_, Shared> {
         // A panic while holding the lock leaves plain data behind, still usable.
         self.shared.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -147,7 +167,11 @@ impl Application {
     /// Admits a transaction to this node's mempool after checking it against finalized state,
     /// and queues it for gossip to the other validators.
     pub fn submit(&self, transaction: SignedTransaction) -> Result<(), MempoolError> {
-        self.admit_from_peer(transaction.clone())?;
+        let hash = transaction.hash();
+        if let Err(reason) = self.admit_from_peer(transaction.clone()) {
+            info!(tx = %hash, signer = %transaction.transaction.signer, %reason, "transaction rejected");
+            return Err(reason);
+        }
         self.shared().outbound.push(transaction);
         Ok(())
     }
@@ -158,7 +182,10 @@ impl Application {
     ) -> Result<(), MempoolError> {
         let snapshot = self.ledger.snapshot().map_err(|e| MempoolError::State(e.to_string()))?;
         let state = State::open(Overlay::new(snapshot, Vec::new()));
-        self.shared().mempool.insert(&state, transaction)
+        let mut shared = self.shared();
+        shared.mempool.insert(&state, transaction)?;
+        self.metrics.mempool_transactions.set(shared.mempool.len() as i64);
+        Ok(())
     }
 
     pub(crate) fn take_outbound(&self) -> Vec<SignedTransaction> {
@@ -214,7 +241,7 @@ impl Application {
                 Some(changes) => changes,
                 None => {
                     let mut state = State::open(Overlay::new(snapshot.clone(), layers.clone()));
-                    let outcome = match state.apply_block(&block.inner) {
+                    let outcome = match self.execute(&mut state, &block) {
                         Ok(outcome) => outcome,
                         Err(reason) => {
                             warn!(height = block.height_u64(), %reason, "ancestor does not execute");
@@ -227,6 +254,18 @@ impl Application {
             layers.push(changes);
         }
         Some((snapshot, layers))
+    }
+
+    /// Executes `block` on `state`, timing it.
+    fn execute(
+        &self,
+        state: &mut State<Overlay>,
+        block: &ChainBlock,
+    ) -> Result<BlockOutcome, based_state::BlockError> {
+        let started = Instant::now();
+        let outcome = state.apply_block(&block.inner);
+        self.metrics.block_execution_seconds.observe(started.elapsed().as_secs_f64());
+        outcome
     }
 
     fn remember(
@@ -246,6 +285,7 @@ impl Application {
     }
 
     fn commit_finalized(&self, block: &ChainBlock) -> Result<(), NodeError> {
+        let started = Instant::now();
         let snapshot = self.ledger.snapshot()?;
         let applied =
             snapshot.applied()?.ok_or(NodeError::Gap { height: block.height_u64(), applied: 0 })?;
@@ -266,7 +306,7 @@ impl Application {
             Some(cached) => cached,
             None => {
                 let mut state = State::open(Overlay::new(snapshot, Vec::new()));
-                let outcome = state.apply_block(&block.inner).map_err(|e| {
+                let outcome = self.execute(&mut state, block).map_err(|e| {
                     NodeError::FinalizedBlockInvalid { height, reason: e.to_string() }
                 })?;
                 (Arc::new(state_changes(state)), Arc::new(OutcomeRecord::from(&outcome)))
@@ -279,10 +319,28 @@ impl Application {
             outcome: &outcome,
         };
         self.ledger.commit(&finalized, &changes)?;
+        let failed = outcome.receipts.iter().filter(|receipt| receipt.error.is_some()).count();
+        let succeeded = outcome.receipts.len() - failed;
+        self.metrics.transactions_succeeded.inc_by(succeeded as u64);
+        self.metrics.transactions_failed.inc_by(failed as u64);
+        self.metrics.finalized_height.set(i64::try_from(height).unwrap_or(i64::MAX));
+        self.metrics.block_commit_seconds.observe(started.elapsed().as_secs_f64());
+        self.finalized.send_replace(height);
         let finalized = State::open(Overlay::new(self.ledger.snapshot()?, Vec::new()));
         let mut shared = self.shared();
         shared.mempool.prune(&finalized);
         shared.executed.retain(|_, executed| executed.height > height);
+        self.metrics.mempool_transactions.set(shared.mempool.len() as i64);
+        drop(shared);
+        info!(
+            height,
+            hash = %block.inner.hash(),
+            txs = outcome.receipts.len(),
+            failed,
+            events = outcome.events.len(),
+            commit_ms = started.elapsed().as_millis() as u64,
+            "block finalized"
+        );
         Ok(())
     }
 }
@@ -329,7 +387,10 @@ where
             self.spec.max_block_transactions,
             MAX_BLOCK_BYTES - BLOCK_OVERHEAD_BYTES,
         );
-        let (included, outcome) = match state.propose_block(candidates) {
+        let started = Instant::now();
+        let built = state.propose_block(candidates);
+        self.metrics.block_execution_seconds.observe(started.elapsed().as_secs_f64());
+        let (included, outcome) = match built {
             Ok(built) => built,
             Err(reason) => {
                 error!(%reason, "cannot build a block");
@@ -379,7 +440,7 @@ where
             return false;
         };
         let mut state = State::open(Overlay::new(snapshot, layers));
-        let outcome = match state.apply_block(&block.inner) {
+        let outcome = match self.execute(&mut state, &block) {
             Ok(outcome) => outcome,
             Err(reason) => {
                 debug!(height = header.height, %reason, "block does not execute");

@@ -115,6 +115,7 @@ where
     let scheme = Scheme::signer(NAMESPACE, participants, signer)
         .ok_or_else(|| NodeError::Genesis("the signer is not a validator".into()))?;
     let application = Application::new(ledger, spec)?;
+    application.metrics().register(&context.with_label("node"));
     let genesis_digest = crate::application::digest_bytes(&application.genesis_digest());
 
     let (buffer, buffer_mailbox) = buffered::Engine::new(

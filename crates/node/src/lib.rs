@@ -8,6 +8,7 @@ pub mod gossip;
 pub mod ledger;
 pub mod mempool;
 pub mod run;
+pub mod telemetry;
 
 pub use application::{Application, ChainSpec, NodeError};
 pub use block::ChainBlock;

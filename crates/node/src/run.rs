@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use commonware_cryptography::{Signer as _, ed25519};
@@ -39,11 +40,15 @@ pub struct NodeConfig {
     pub worker_threads: usize,
 }
 
+/// Encodes every metric of the node's runtime (commonware's and the node's) in the OpenMetrics
+/// text format.
+pub type MetricsEncoder = Arc<dyn Fn() -> String + Send + Sync>;
+
 /// Runs a validator until its engine stops or `shutdown` resolves. `on_start` receives the
-/// application (mempool submission, ledger snapshots) once the engine is up.
+/// application (mempool submission, ledger snapshots) and the metrics once the engine is up.
 pub fn run(
     config: NodeConfig,
-    on_start: impl FnOnce(Application) + Send + 'static,
+    on_start: impl FnOnce(Application, MetricsEncoder) + Send + 'static,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), NodeError> {
     std::fs::create_dir_all(&config.directory).map_err(|e| NodeError::Storage(e.to_string()))?;
@@ -101,7 +106,9 @@ pub fn run(
         let (application, engine) =
             start_validator(context.with_label("validator"), validator, channels).await?;
         info!(public_key = %config.signer.public_key(), listen = %config.listen, "validator started");
-        on_start(application);
+        context.with_label("watchdog").spawn(crate::telemetry::watchdog);
+        let metrics = context.clone();
+        on_start(application, Arc::new(move || metrics.encode()));
         let stopped = context.with_label("shutdown").spawn(move |_| shutdown);
         commonware_macros::select! {
             result = futures::future::try_join_all([network_handle, engine]) => {
@@ -172,21 +179,22 @@ mod tests {
         }
     }
 
-    /// Starts `run` on a thread; returns its application and a trigger that stops it.
-    fn start(config: NodeConfig) -> (Application, impl FnOnce()) {
+    /// Starts `run` on a thread; returns its application, metrics and a trigger that stops it.
+    fn start(config: NodeConfig) -> (Application, MetricsEncoder, impl FnOnce()) {
         let (started_tx, started_rx) = mpsc::channel();
         let (stop_tx, stop_rx) = futures::channel::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
-            run(config, move |app| started_tx.send(app).expect("test waits"), stop_rx.map(|_| ()))
+            let on_start = move |app, metrics| started_tx.send((app, metrics)).expect("test waits");
+            run(config, on_start, stop_rx.map(|_| ()))
         });
-        let Ok(application) = started_rx.recv_timeout(Duration::from_secs(30)) else {
+        let Ok((application, metrics)) = started_rx.recv_timeout(Duration::from_secs(30)) else {
             panic!("node did not start: {:?}", thread.join().map(|result| result.err()));
         };
         let stop = move || {
             let _ = stop_tx.send(());
             thread.join().expect("node thread").expect("node ran");
         };
-        (application, stop)
+        (application, metrics, stop)
     }
 
     #[test]
@@ -198,7 +206,7 @@ mod tests {
             .expect("free port")
             .port();
 
-        let (application, stop) = start(config(directory.clone(), port));
+        let (application, metrics, stop) = start(config(directory.clone(), port));
         let user = SecretKey::from_seed([1; 32]);
         let recipient = SecretKey::from_seed([2; 32]).public_key();
         let call = Call::Transfer { to: recipient, amount: 7 };
@@ -210,6 +218,15 @@ mod tests {
         let snapshot = application.ledger().snapshot().expect("snapshot");
         let state = based_state::State::open(crate::ledger::Overlay::new(snapshot, Vec::new()));
         assert_eq!(state.account(&recipient).expect("account").balance, 7);
+        let text = metrics();
+        let value = |name: &str| {
+            let line = text.lines().find(|line| line.starts_with(name)).expect(name);
+            line.rsplit_once(' ').and_then(|(_, value)| value.parse::<f64>().ok()).expect(name)
+        };
+        assert!(value("validator_node_finalized_height ") >= 3.0, "{text}");
+        assert_eq!(value("validator_node_transactions_succeeded_total "), 1.0);
+        assert_eq!(value("validator_node_mempool_transactions "), 0.0);
+        assert!(value("validator_node_block_execution_seconds_count ") >= 3.0);
         drop(application);
         stop();
         let _ = std::fs::remove_dir_all(&directory);

@@ -5,20 +5,27 @@
 //! holds no commonware types, so it is tested here against an in-memory chain.
 
 pub mod client;
+pub mod metrics;
 pub mod queries;
 pub mod render;
+pub mod ws;
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
+use axum::extract::ws::WebSocketUpgrade;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use based_state::{OutcomeRecord, State, Store};
 use based_types::{Block, BrainId, Hash, PublicKey, SignedTransaction};
 use serde_json::{Value, json};
+use tokio::sync::{broadcast, watch};
+
+use crate::metrics::RpcMetrics;
+use crate::ws::{Notification, Session};
 
 /// Largest accepted HTTP request body.
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
@@ -40,6 +47,8 @@ pub mod codes {
     pub const TRANSACTION_MALFORMED: i64 = -32010;
     /// The node refused the transaction (signature, chain id, nonce, fee, balance, full pool).
     pub const TRANSACTION_REJECTED: i64 = -32011;
+    /// The WebSocket connection holds as many subscriptions as it may.
+    pub const SUBSCRIPTION_LIMIT: i64 = -32012;
 }
 
 /// The last finalized block.
@@ -106,6 +115,12 @@ pub trait NodeApi: Send + Sync + 'static {
     fn is_pending(&self, hash: &Hash) -> bool;
 
     fn chain(&self) -> &ChainInfo;
+
+    /// The last finalized height, changed after each block is committed.
+    fn watch_finalized(&self) -> watch::Receiver<u64>;
+
+    /// The node's metrics in the OpenMetrics text format (ending with `# EOF`).
+    fn metrics(&self) -> String;
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -115,7 +130,7 @@ pub struct RpcError {
 }
 
 impl RpcError {
-    fn new(code: i64, message: impl Into<String>) -> Self {
+    pub(crate) fn new(code: i64, message: impl Into<String>) -> Self {
         Self { code, message: message.into() }
     }
 
@@ -133,11 +148,14 @@ impl RpcError {
 pub fn spawn<A: NodeApi>(api: Arc<A>, listener: TcpListener) -> std::io::Result<SocketAddr> {
     listener.set_nonblocking(true)?;
     let address = listener.local_addr()?;
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_io().build()?;
+    let runtime =
+        tokio::runtime::Builder::new_current_thread().enable_io().enable_time().build()?;
     std::thread::Builder::new().name("rpc".into()).spawn(move || {
         runtime.block_on(async move {
+            let (feed, _) = broadcast::channel(ws::FEED_CAPACITY);
+            tokio::spawn(ws::publish(api.clone(), feed.clone()));
             let result = match tokio::net::TcpListener::from_std(listener) {
-                Ok(listener) => axum::serve(listener, router(api)).await,
+                Ok(listener) => axum::serve(listener, router(api, feed)).await,
                 Err(error) => Err(error),
             };
             if let Err(error) = result {
@@ -148,12 +166,35 @@ pub fn spawn<A: NodeApi>(api: Arc<A>, listener: TcpListener) -> std::io::Result<
     Ok(address)
 }
 
-/// `POST /` for JSON-RPC, `GET /health` for liveness probes.
-pub fn router<A: NodeApi>(api: Arc<A>) -> Router {
-    let rpc_api = api.clone();
+/// `POST /` for JSON-RPC, `GET /` upgraded to a WebSocket, `GET /health` for liveness probes,
+/// `GET /metrics` for Prometheus.
+fn router<A: NodeApi>(api: Arc<A>, feed: broadcast::Sender<Arc<Notification>>) -> Router {
+    let metrics = Arc::new(RpcMetrics::default());
+    let (rpc_api, rpc_metrics) = (api.clone(), metrics.clone());
+    let (ws_api, ws_metrics) = (api.clone(), metrics.clone());
+    let (metrics_api, health_api) = (api.clone(), api);
+    let upgrade = move |upgrade: WebSocketUpgrade| async move {
+        let (api, metrics, feed) = (ws_api.clone(), ws_metrics.clone(), feed.subscribe());
+        upgrade
+            .max_message_size(MAX_BODY_BYTES)
+            .max_frame_size(MAX_BODY_BYTES)
+            .on_upgrade(move |socket| ws::serve(api, metrics, feed, socket))
+    };
+    let serve_metrics = move || async move {
+        let node = metrics_api.metrics();
+        let node = node.trim_end().strip_suffix("# EOF").unwrap_or(&node);
+        let text = format!("{}\n{}# EOF\n", node.trim_end(), metrics.encode());
+        let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+        ([(header::CONTENT_TYPE, content_type)], text)
+    };
     Router::new()
-        .route("/", post(move |body: Body| handle_http(rpc_api.clone(), body)))
-        .route("/health", get(move || async move { health(&*api) }))
+        .route(
+            "/",
+            get(upgrade)
+                .post(move |body: Body| handle_http(rpc_api.clone(), rpc_metrics.clone(), body)),
+        )
+        .route("/health", get(move || async move { health(&*health_api) }))
+        .route("/metrics", get(serve_metrics))
 }
 
 fn health<A: NodeApi>(api: &A) -> Response {
@@ -165,7 +206,7 @@ fn health<A: NodeApi>(api: &A) -> Response {
     }
 }
 
-async fn handle_http<A: NodeApi>(api: Arc<A>, body: Body) -> Response {
+async fn handle_http<A: NodeApi>(api: Arc<A>, metrics: Arc<RpcMetrics>, body: Body) -> Response {
     let bytes = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
         Ok(bytes) => bytes,
         Err(_) => {
@@ -176,7 +217,7 @@ async fn handle_http<A: NodeApi>(api: Arc<A>, body: Body) -> Response {
             return json_response(StatusCode::PAYLOAD_TOO_LARGE, &error);
         }
     };
-    match handle_body(&*api, &bytes) {
+    match handle_body(&*api, &metrics, &bytes) {
         Some(response) => json_response(StatusCode::OK, &response),
         None => StatusCode::NO_CONTENT.into_response(),
     }
@@ -190,19 +231,43 @@ fn json_response(status: StatusCode, value: &Value) -> Response {
     response
 }
 
-fn error_response(id: Value, error: &RpcError) -> Value {
+pub(crate) fn error_response(id: Value, error: &RpcError) -> Value {
     json!({ "jsonrpc": "2.0", "id": id, "error": { "code": error.code, "message": error.message } })
 }
 
 /// Answers one HTTP body: a request or a batch. `None` when only notifications were sent.
-pub fn handle_body<A: NodeApi>(api: &A, body: &[u8]) -> Option<Value> {
-    let request: Value = match serde_json::from_slice(body) {
-        Ok(value) => value,
+pub fn handle_body<A: NodeApi>(api: &A, metrics: &RpcMetrics, body: &[u8]) -> Option<Value> {
+    match serde_json::from_slice(body) {
+        Ok(request) => handle_value(api, metrics, None, request),
         Err(error) => {
             let error = RpcError::new(codes::PARSE_ERROR, format!("invalid JSON: {error}"));
-            return Some(error_response(Value::Null, &error));
+            Some(error_response(Value::Null, &error))
         }
-    };
+    }
+}
+
+/// Answers one WebSocket text message, with the connection's subscriptions.
+pub(crate) fn handle_text<A: NodeApi>(
+    api: &A,
+    metrics: &RpcMetrics,
+    session: Option<&mut Session>,
+    text: &str,
+) -> Option<Value> {
+    match serde_json::from_str(text) {
+        Ok(request) => handle_value(api, metrics, session, request),
+        Err(error) => {
+            let error = RpcError::new(codes::PARSE_ERROR, format!("invalid JSON: {error}"));
+            Some(error_response(Value::Null, &error))
+        }
+    }
+}
+
+fn handle_value<A: NodeApi>(
+    api: &A,
+    metrics: &RpcMetrics,
+    mut session: Option<&mut Session>,
+    request: Value,
+) -> Option<Value> {
     match request {
         Value::Array(requests) => {
             let refuse = |message: String| {
@@ -217,16 +282,23 @@ pub fn handle_body<A: NodeApi>(api: &A, body: &[u8]) -> Option<Value> {
                     requests.len()
                 ));
             }
-            let responses: Vec<Value> =
-                requests.into_iter().filter_map(|request| handle_request(api, request)).collect();
+            let responses: Vec<Value> = requests
+                .into_iter()
+                .filter_map(|request| handle_request(api, metrics, session.as_deref_mut(), request))
+                .collect();
             (!responses.is_empty()).then_some(Value::Array(responses))
         }
-        request => handle_request(api, request),
+        request => handle_request(api, metrics, session, request),
     }
 }
 
 /// One request object; `None` for a notification (no `id`).
-fn handle_request<A: NodeApi>(api: &A, request: Value) -> Option<Value> {
+fn handle_request<A: NodeApi>(
+    api: &A,
+    metrics: &RpcMetrics,
+    session: Option<&mut Session>,
+    request: Value,
+) -> Option<Value> {
     let invalid = |id: Value, message: &str| {
         Some(error_response(id, &RpcError::new(codes::INVALID_REQUEST, message)))
     };
@@ -253,7 +325,18 @@ fn handle_request<A: NodeApi>(api: &A, request: Value) -> Option<Value> {
     {
         return invalid(reply_id, "\"params\" must be an array or an object");
     }
-    let outcome = dispatch(api, &method, Params(params.as_ref()));
+    let params = Params(params.as_ref());
+    let outcome = match session {
+        Some(session) if ws::METHODS.contains(&method.as_str()) => {
+            session.dispatch(metrics, &method, params)
+        }
+        None if ws::METHODS.contains(&method.as_str()) => Err(RpcError::new(
+            codes::METHOD_NOT_FOUND,
+            format!("{method} needs a WebSocket connection (ws:// on this port)"),
+        )),
+        _ => dispatch(api, &method, params),
+    };
+    metrics.record(&method, outcome.is_err());
     let id = id?;
     Some(match outcome {
         Ok(result) => json!({ "jsonrpc": "2.0", "id": id, "result": result }),
@@ -262,16 +345,16 @@ fn handle_request<A: NodeApi>(api: &A, request: Value) -> Option<Value> {
 }
 
 /// Positional (`[..]`) or named (`{..}`) parameters.
-struct Params<'a>(Option<&'a Value>);
+pub(crate) struct Params<'a>(Option<&'a Value>);
 
 impl<'a> Params<'a> {
     /// Checks that exactly the parameters `names` are given (all of them are required).
-    fn expect(&self, method: &str, names: &[&str]) -> Result<Vec<&'a Value>, RpcError> {
+    pub(crate) fn expect(&self, method: &str, names: &[&str]) -> Result<Vec<&'a Value>, RpcError> {
         Ok(self.parse(method, names, &[])?.0)
     }
 
     /// The `required` parameters, then the `optional` ones (`None` when omitted or `null`).
-    fn parse(
+    pub(crate) fn parse(
         &self,
         method: &str,
         required: &[&str],

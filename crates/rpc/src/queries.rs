@@ -6,7 +6,7 @@ use based_state::params::{
     BLOCKS_PER_YEAR, BURN_BASE_PRICE, BURN_PRICE_STEP, INITIAL_BLOCK_REWARD, MINER_SLOTS,
     RESERVED_BRAINS, STAKE_LOCK, STAKE_MATURITY_BLOCKS, VALIDATOR_SLOTS, block_reward,
 };
-use based_state::{Event, all_params, is_giga_brain, split_block_reward};
+use based_state::{Event, OutcomeRecord, all_params, is_giga_brain, split_block_reward};
 use based_types::{BrainId, ParamId, PublicKey, Role, Uid};
 use serde_json::{Map, Value, json};
 
@@ -89,25 +89,24 @@ fn located(height: u64, tx: Option<(u32, &based_types::Hash)>, event: &Event) ->
     })
 }
 
-/// The matching events of one block, transactions first (in block order), then the block's end.
-pub fn block_events<V: ChainView>(
-    view: &V,
+/// The matching events of one block with their renderings, transactions first (in block
+/// order), then the block's end.
+pub fn located_events(
+    outcome: &OutcomeRecord,
     height: u64,
     filter: &EventFilter,
-) -> Result<Vec<Value>, RpcError> {
-    let Some(outcome) = view.outcome(height).map_err(RpcError::internal)? else {
-        return Ok(Vec::new());
-    };
+) -> Vec<(Event, Value)> {
     let mut events = Vec::new();
     for (index, receipt) in (0u32..).zip(&outcome.receipts) {
         for event in receipt.events.iter().filter(|event| filter.matches(event)) {
-            events.push(located(height, Some((index, &receipt.tx_hash)), event));
+            let rendered = located(height, Some((index, &receipt.tx_hash)), event);
+            events.push((event.clone(), rendered));
         }
     }
     for event in outcome.events.iter().filter(|event| filter.matches(event)) {
-        events.push(located(height, None, event));
+        events.push((event.clone(), located(height, None, event)));
     }
-    Ok(events)
+    events
 }
 
 pub fn events<V: ChainView>(
@@ -133,7 +132,10 @@ pub fn events<V: ChainView>(
         if events.len() > MAX_EVENTS {
             break;
         }
-        events.extend(block_events(view, height, filter)?);
+        if let Some(outcome) = view.outcome(height).map_err(RpcError::internal)? {
+            let located = located_events(&outcome, height, filter);
+            events.extend(located.into_iter().map(|(_, rendered)| rendered));
+        }
         scanned = Some(height);
     }
     Ok(json!({

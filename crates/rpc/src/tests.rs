@@ -1,9 +1,17 @@
+use std::collections::BTreeMap;
+use std::io::{Read as _, Write as _};
 use std::sync::Mutex;
+use std::time::Duration;
+
+use futures::{SinkExt as _, StreamExt as _};
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use based_state::{GenesisConfig, MemoryStore, Params};
 use based_types::{BlockHeader, Call, Encode as _, SecretKey, Transaction, coins};
 
 use super::*;
+use crate::metrics::RpcMetrics;
 
 /// A chain in memory: the state machine executes blocks as a proposer would, and blocks and
 /// their outcomes are kept as a node's ledger keeps them. Submissions are checked for a
@@ -12,6 +20,7 @@ struct FakeNode {
     chain: Mutex<Chain>,
     submitted: Mutex<Vec<SignedTransaction>>,
     info: ChainInfo,
+    heights: watch::Sender<u64>,
 }
 
 #[derive(Clone)]
@@ -120,7 +129,8 @@ fn fake() -> FakeNode {
         max_block_transactions: 100,
         validators: vec![Hash([4; 32]).to_hex()],
     };
-    FakeNode { chain: Mutex::new(chain), submitted: Mutex::new(Vec::new()), info }
+    let heights = watch::Sender::new(0);
+    FakeNode { chain: Mutex::new(chain), submitted: Mutex::new(Vec::new()), info, heights }
 }
 
 impl FakeNode {
@@ -141,6 +151,7 @@ impl FakeNode {
         chain.outcomes.push(OutcomeRecord::from(&outcome));
         let included: Vec<Hash> = block.transactions.iter().map(|tx| tx.hash()).collect();
         self.submitted.lock().unwrap().retain(|tx| !included.contains(&tx.hash()));
+        self.heights.send_replace(height);
         block
     }
 }
@@ -181,10 +192,21 @@ impl NodeApi for FakeNode {
     fn chain(&self) -> &ChainInfo {
         &self.info
     }
+
+    fn watch_finalized(&self) -> watch::Receiver<u64> {
+        self.heights.subscribe()
+    }
+
+    fn metrics(&self) -> String {
+        let height = *self.heights.borrow();
+        format!(
+            "# HELP fake_height finalized height.\n# TYPE fake_height gauge\nfake_height {height}\n# EOF\n"
+        )
+    }
 }
 
 fn request(node: &FakeNode, body: &str) -> Value {
-    handle_body(node, body.as_bytes()).expect("a response")
+    handle_body(node, &RpcMetrics::default(), body.as_bytes()).expect("a response")
 }
 
 fn call(node: &FakeNode, method: &str, params: Value) -> Value {
@@ -338,7 +360,8 @@ fn batches_answer_each_request_and_notifications_get_no_answer() {
     assert_eq!(responses[0]["result"]["height"], 0);
     assert_eq!(responses[1]["id"], "b");
     assert_eq!(responses[1]["error"]["code"], codes::METHOD_NOT_FOUND);
-    assert!(handle_body(&node, br#"{"jsonrpc":"2.0","method":"based_getHead"}"#).is_none());
+    let notification = br#"{"jsonrpc":"2.0","method":"based_getHead"}"#;
+    assert!(handle_body(&node, &RpcMetrics::default(), notification).is_none());
 }
 
 #[test]
@@ -603,4 +626,201 @@ fn emission_proposals_and_parameters() {
     assert_eq!(params["params"]["min_transaction_fee"], "1000");
     assert_eq!(params["constants"]["brain_count"], 1024);
     assert_eq!(params["relayers"], json!([user().public_key().to_hex()]));
+}
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn connect(address: SocketAddr) -> Socket {
+    let url = format!("ws://{address}/");
+    tokio_tungstenite::connect_async(url).await.expect("WebSocket handshake").0
+}
+
+async fn send(socket: &mut Socket, text: String) {
+    socket.send(WsMessage::text(text)).await.expect("sent");
+}
+
+async fn ask(socket: &mut Socket, id: u64, method: &str, params: Value) -> Value {
+    let request = json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params });
+    send(socket, request.to_string()).await;
+    let response = next(socket).await;
+    assert_eq!(response["id"], id, "{response}");
+    response
+}
+
+/// The next text message (JSON), or the close frame's code and reason as an error.
+async fn receive(socket: &mut Socket) -> Result<Value, (CloseCode, String)> {
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(10), socket.next())
+            .await
+            .expect("a message within 10 s")
+            .expect("the connection is open")
+            .expect("a readable message");
+        match message {
+            WsMessage::Text(text) => return Ok(serde_json::from_str(text.as_str()).unwrap()),
+            WsMessage::Close(frame) => {
+                let frame = frame.expect("a close frame with a code");
+                return Err((frame.code, frame.reason.as_str().to_string()));
+            }
+            _ => {}
+        }
+    }
+}
+
+async fn next(socket: &mut Socket) -> Value {
+    receive(socket).await.expect("a JSON message")
+}
+
+#[tokio::test]
+async fn websocket_subscriptions_deliver_finalized_blocks_and_events() {
+    let node = Arc::new(fake());
+    let address = spawn(node.clone(), TcpListener::bind("127.0.0.1:0").unwrap()).unwrap();
+    let mut socket = connect(address).await;
+    let heads = ask(&mut socket, 1, "based_subscribe", json!(["newHeads"])).await["result"].clone();
+    let filter = json!({ "kinds": ["transferred"] });
+    let events = ask(&mut socket, 2, "based_subscribe", json!(["events", filter])).await;
+    let events = events["result"].clone();
+    assert!(heads.is_string() && events.is_string() && heads != events);
+    // Ordinary calls work over the socket too.
+    assert_eq!(ask(&mut socket, 3, "based_getHead", json!([])).await["result"]["height"], 0);
+
+    let block = node.finalize(vec![transfer(0)]);
+    let mut notified = BTreeMap::new();
+    for _ in 0..2 {
+        let notification = next(&mut socket).await;
+        assert_eq!(notification["jsonrpc"], "2.0");
+        assert_eq!(notification["method"], "based_subscription");
+        let params = &notification["params"];
+        notified
+            .insert(params["subscription"].as_str().unwrap().to_string(), params["result"].clone());
+    }
+    let head = &notified[heads.as_str().unwrap()];
+    assert_eq!((&head["height"], &head["hash"]), (&json!(1), &json!(block.hash().to_hex())));
+    assert_eq!(head["transactions"], json!([transfer(0).hash().to_hex()]));
+    let batch = &notified[events.as_str().unwrap()];
+    assert_eq!(batch["height"], 1);
+    assert_eq!(batch["events"][0]["event"]["kind"], "transferred");
+    assert_eq!(batch["events"][0]["tx_hash"], transfer(0).hash().to_hex());
+
+    // Bad input gets errors; the connection stays usable.
+    send(&mut socket, "{\"jsonrpc\": ".into()).await;
+    let broken = next(&mut socket).await;
+    assert_eq!(broken["error"]["code"], codes::PARSE_ERROR, "{broken}");
+    let unknown = ask(&mut socket, 4, "based_subscribe", json!(["blocks"])).await;
+    assert_eq!(
+        error_of(&unknown),
+        (codes::INVALID_PARAMS, "unknown subscription \"blocks\"; kinds: newHeads, events".into())
+    );
+    let filtered_heads = ask(&mut socket, 5, "based_subscribe", json!(["newHeads", {}])).await;
+    assert_eq!(error_of(&filtered_heads).1, "newHeads takes no filter");
+    let bad_filter = json!(["events", { "kinds": ["nope"] }]);
+    let bad_filter = ask(&mut socket, 6, "based_subscribe", bad_filter).await;
+    assert!(error_of(&bad_filter).1.starts_with("unknown event kind \"nope\""));
+
+    for (id, subscription, removed) in [(7, &heads, true), (8, &heads, false), (9, &events, true)] {
+        let answer = ask(&mut socket, id, "based_unsubscribe", json!([subscription])).await;
+        assert_eq!(answer["result"], removed);
+    }
+    node.finalize(Vec::new());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Nothing was notified: the next message is this call's answer.
+    assert_eq!(ask(&mut socket, 10, "based_getHead", json!([])).await["result"]["height"], 2);
+
+    for id in 0..ws::MAX_SUBSCRIPTIONS as u64 {
+        ask(&mut socket, 20 + id, "based_subscribe", json!(["newHeads"])).await["result"]
+            .as_str()
+            .expect("a subscription id");
+    }
+    let over = ask(&mut socket, 99, "based_subscribe", json!(["newHeads"])).await;
+    let (code, message) = error_of(&over);
+    assert_eq!(code, codes::SUBSCRIPTION_LIMIT);
+    assert!(message.contains("already has 16 subscriptions"), "{message}");
+
+    // Subscriptions need a socket.
+    let error = client::call(address, "based_subscribe", json!(["newHeads"])).unwrap_err();
+    assert!(error.to_string().contains("needs a WebSocket connection"), "{error}");
+
+    // An oversized message closes this connection with code 1009; the server goes on.
+    send(&mut socket, format!("\"{}\"", "x".repeat(MAX_BODY_BYTES))).await;
+    let (code, reason) = receive(&mut socket).await.expect_err("a close frame");
+    assert_eq!(code, CloseCode::Size);
+    assert_eq!(reason, "message larger than 262144 bytes");
+    let mut again = connect(address).await;
+    assert_eq!(ask(&mut again, 1, "based_getHead", json!([])).await["result"]["height"], 2);
+}
+
+/// `GET path` over plain HTTP/1.1: the status and the body.
+fn get(address: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
+    (head.split_whitespace().nth(1).unwrap().parse().unwrap(), body.to_string())
+}
+
+/// Checks the text exposition line by line; returns the samples by series.
+fn parse_metrics(text: &str) -> BTreeMap<String, f64> {
+    let is_name = |name: &str| {
+        !name.is_empty()
+            && !name.starts_with(|c: char| c.is_ascii_digit())
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+    };
+    let mut samples = BTreeMap::new();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.last(), Some(&"# EOF"), "ends with # EOF");
+    for line in &lines[..lines.len() - 1] {
+        if let Some(comment) = line.strip_prefix("# ") {
+            let mut words = comment.splitn(3, ' ');
+            let (kind, name) = (words.next().unwrap(), words.next().unwrap_or(""));
+            assert!(
+                matches!(kind, "HELP" | "TYPE" | "UNIT") && is_name(name),
+                "bad comment {line:?}"
+            );
+            continue;
+        }
+        let (series, value) =
+            line.rsplit_once(' ').unwrap_or_else(|| panic!("bad sample {line:?}"));
+        let name = series.split('{').next().unwrap();
+        assert!(is_name(name), "bad metric name in {line:?}");
+        if let Some(labels) = series.strip_prefix(name).filter(|labels| !labels.is_empty()) {
+            let inner = labels.strip_prefix('{').and_then(|l| l.strip_suffix('}'));
+            let inner = inner.unwrap_or_else(|| panic!("bad labels in {line:?}"));
+            for pair in inner.split(',') {
+                let (key, quoted) = pair.split_once('=').unwrap_or_else(|| panic!("{line:?}"));
+                assert!(
+                    is_name(key) && quoted.starts_with('"') && quoted.ends_with('"'),
+                    "{line:?}"
+                );
+            }
+        }
+        let value: f64 = value.parse().unwrap_or_else(|_| panic!("bad value in {line:?}"));
+        samples.insert(series.to_string(), value);
+    }
+    samples
+}
+
+#[test]
+fn metrics_parse_and_follow_the_chain_and_the_requests() {
+    let node = Arc::new(fake());
+    let address = spawn(node.clone(), TcpListener::bind("127.0.0.1:0").unwrap()).unwrap();
+    client::call(address, "based_getHead", json!([])).unwrap();
+    client::call(address, "based_getBlock", json!(["nope"])).unwrap_err();
+    client::call(address, "eth_chainId", json!([])).unwrap_err();
+    let (status, text) = get(address, "/metrics");
+    assert_eq!(status, 200);
+    let before = parse_metrics(&text);
+    assert_eq!(before["fake_height"], 0.0);
+    assert_eq!(before["based_rpc_requests_total{method=\"based_getHead\"}"], 1.0);
+    assert_eq!(before["based_rpc_errors_total{method=\"based_getHead\"}"], 0.0);
+    assert_eq!(before["based_rpc_errors_total{method=\"based_getBlock\"}"], 1.0);
+    assert_eq!(before["based_rpc_requests_total{method=\"unknown\"}"], 1.0);
+    assert_eq!(before["based_rpc_websocket_clients"], 0.0);
+
+    node.finalize(Vec::new());
+    node.finalize(Vec::new());
+    let after = parse_metrics(&get(address, "/metrics").1);
+    assert_eq!(after["fake_height"], 2.0);
+    assert_eq!(get(address, "/health"), (200, "ok 2\n".into()));
 }
