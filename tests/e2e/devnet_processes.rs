@@ -84,6 +84,26 @@ fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// Sums the samples of `GET /metrics` whose series contains `needle`.
+fn metric_sum(node: SocketAddr, needle: &str) -> f64 {
+    use std::io::{Read as _, Write as _};
+    let mut stream = TcpStream::connect(node).unwrap();
+    let request = format!("GET /metrics HTTP/1.1\r\nHost: {node}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    let samples = text.lines().filter(|line| !line.starts_with('#') && line.contains(needle));
+    let mut sum = 0.0;
+    for (series, value) in samples.filter_map(|line| line.rsplit_once(' ')) {
+        let value: f64 = value.parse().unwrap();
+        if value > 0.0 && needle.starts_with("messages_") {
+            eprintln!("{node}: {series} {value}");
+        }
+        sum += value;
+    }
+    sum
+}
+
 fn height(node: SocketAddr) -> Option<u64> {
     client::call(node, "based_getHead", json!([])).ok()?["height"].as_u64()
 }
@@ -204,6 +224,18 @@ fn a_devnet_finalizes_a_transfer_sent_over_rpc_and_resumes_after_sigterm() {
     assert_eq!(status, 413);
     let brain = client::call(nodes[0], "based_getBrain", json!([47])).unwrap();
     assert_eq!(brain["owner"], accounts[0]["address"]);
+
+    // Metrics: the height moves; p2p drops by rate limits or full buffers are counted.
+    let finalized = metric_sum(nodes[0], "node_finalized_height ");
+    assert!(finalized >= included["height"].as_u64().unwrap() as f64);
+    assert_eq!(metric_sum(nodes[0], "node_transactions_succeeded_total"), 2.0);
+    let total = |needle: &str| nodes.iter().map(|&node| metric_sum(node, needle)).sum::<f64>();
+    let rate_limited = total("messages_rate_limited_total");
+    // Outbound messages to peers not connected yet (backfill requests while the network
+    // forms) or with a full send queue; inbound ones our full buffers dropped.
+    let dropped = total("messages_dropped_total");
+    eprintln!("p2p at 200 ms blocks, 4 nodes: {rate_limited} rate-limited, {dropped} dropped");
+    assert_eq!(rate_limited, 0.0, "quotas are sized to the block rate");
 
     // SIGTERM stops the devnet and its nodes; a second start resumes from disk.
     let stopped_at = nodes.iter().filter_map(|&node| height(node)).max().unwrap();
