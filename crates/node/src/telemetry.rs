@@ -101,7 +101,8 @@ pub fn read_p2p(text: &str) -> P2pReading {
             if let Ok(value) = value.parse() {
                 reading.drops.insert(series.to_string(), value);
             }
-        } else if name.ends_with("tracker_connected")
+        } else if name.contains("tracker")
+            && name.ends_with("_connected")
             && value.parse::<f64>().is_ok_and(|value| value > 0.0)
             && let Some(peer) = label(series, "peer")
         {
@@ -151,8 +152,8 @@ mod tests {
             network_spawner_messages_rate_limited_total{peer=\"ab\",message=\"data_3\"} 4\n\
             network_router_messages_dropped_total{peer=\"cd\",message=\"data_0\"} 0\n\
             network_spawner_messages_sent_total{peer=\"ab\",message=\"data_3\"} 90\n\
-            network_tracker_connected{peer=\"ab\"} 1795572690000\n\
-            network_tracker_connected{peer=\"cd\"} 0\n\
+            network_tracker_directory_connected{peer=\"ab\"} 1795572690000\n\
+            network_tracker_directory_connected{peer=\"cd\"} 0\n\
             # EOF\n";
         let reading = read_p2p(text);
         let drops: Vec<(&str, u64)> =
