@@ -38,8 +38,8 @@ struct Cli {
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
     /// Log lines for people (`text`) or one JSON object per line with the event's fields
-    /// (`json`), e.g. for `based node run`.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    /// (`json`), e.g. for `based node run`; `based devnet`'s nodes inherit BASED_LOG_FORMAT.
+    #[arg(long, global = true, value_enum, env = "BASED_LOG_FORMAT", default_value_t = LogFormat::Text)]
     log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
