@@ -10,7 +10,9 @@ use based_model::{
     FloatGenerator, Generator, LinearBackend, PlainBackend, argmax, float_perplexity,
     squeezed_perplexity,
 };
-use based_rlwe::{EncodedMatrix, MatrixLayout, SecretKey, encrypt_vector};
+use based_rlwe::{
+    MatrixLayout, RhombusKeys, RhombusMatrix, RhombusPlan, SecretKey, rhombus_encrypt,
+};
 use based_zkllm::relay::Relay;
 use based_zkllm::{EncryptedBackend, STAGES, TrafficStats};
 use clap::{Args, Subcommand};
@@ -180,7 +182,10 @@ fn bench_zkllm(args: &ZkllmBenchArgs) -> Result<String> {
     let miner_address = based_zkllm::spawn_server("127.0.0.1:0", Arc::new(miner))?;
 
     eprintln!("encrypted on loopback ...");
+    let started = Instant::now();
     let mut client = EncryptedBackend::connect(miner_address, &model.squeezed, &model.identity)?;
+    let session_setup = started.elapsed();
+    let key_bytes = client.stats.key_bytes;
     let mut after_prefill = TrafficStats::default();
     let (enc_prefill, enc_elapsed, enc_tokens) =
         timed_decode(&mut Generator::new(&model.squeezed), &mut client, prompt, n, |c| {
@@ -260,6 +265,14 @@ fn bench_zkllm(args: &ZkllmBenchArgs) -> Result<String> {
     );
     row("rounds per generated token", format!("{}", decode_stats.rounds / n as u64));
     row(
+        "session setup (key generation, Galois keys upload)",
+        format!(
+            "{:.2} s, {:.2} MB of Galois keys once per session",
+            session_setup.as_secs_f64(),
+            key_bytes as f64 / 1e6
+        ),
+    );
+    row(
         "traffic per generated token",
         format!(
             "{:.2} MB up + {:.2} MB down = {:.2} MB",
@@ -319,11 +332,14 @@ fn bench_zkllm(args: &ZkllmBenchArgs) -> Result<String> {
     )?;
     writeln!(
         table,
-        "\nOne encrypted product per linear stage (layer 0, one token), against the same integer product in plaintext:\n"
+        "\nOne encrypted product per linear stage (layer 0, one token), against the same integer \
+         product in plaintext. g0 = input conjugates; key switches = input side + packing tree; \
+         bytes up / down per vector, and what the previous engine (Cheetah blocks, no packing, \
+         `MatrixLayout::choose`) would send for the same product:\n"
     )?;
     writeln!(
         table,
-        "| stage | shape (out x in) | cts up / down | encrypted apply | plaintext product | ratio |\n|---|---|---|---|---|---|"
+        "| stage | shape (out x in) | g0 | key switches | KB up / down | previous engine KB up / down | encrypted apply | plaintext product | ratio |\n|---|---|---|---|---|---|---|---|---|"
     )?;
     for line in stage_rows {
         writeln!(table, "{line}")?;
@@ -393,6 +409,7 @@ fn difference(after: TrafficStats, before: TrafficStats) -> TrafficStats {
         rounds: after.rounds - before.rounds,
         bytes_up: after.bytes_up - before.bytes_up,
         bytes_down: after.bytes_down - before.bytes_down,
+        key_bytes: after.key_bytes - before.key_bytes,
         client_crypto: after.client_crypto - before.client_crypto,
         waiting: after.waiting - before.waiting,
     }
@@ -411,14 +428,16 @@ fn stage_timings(model: &LoadedModel) -> Result<Vec<String>> {
     let mut lines = Vec::new();
     for stage in STAGES {
         let m = model.squeezed.matrix(0, stage);
-        let layout = MatrixLayout::choose(&params, m.cols, m.rows)?;
-        let encoded = EncodedMatrix::encode(&params, &layout, &m.weights)?;
+        let plan = RhombusPlan::choose(&params, m.cols, m.rows, &m.weights)?;
+        let encoded = RhombusMatrix::encode(&params, &plan, &m.weights)?;
+        let keys = RhombusKeys::generate(&key, &[&plan], &mut rng)?;
         let code: Vec<i8> = (0..m.cols).map(|i| (i * 37 % 255) as i8).collect();
-        let inputs = encrypt_vector(&key, &layout, &code, &mut rng)?;
+        let upload = rhombus_encrypt(&key, &plan, &code, &mut rng)?;
+        let previous = MatrixLayout::choose(&params, m.cols, m.rows)?;
         let reps = 5;
         let started = Instant::now();
         for _ in 0..reps {
-            encoded.apply(&inputs)?;
+            encoded.apply(&upload, keys.input.as_ref(), &keys.tree)?;
         }
         let encrypted = started.elapsed() / reps;
         let started = Instant::now();
@@ -426,12 +445,17 @@ fn stage_timings(model: &LoadedModel) -> Result<Vec<String>> {
             m.products(std::slice::from_ref(&code), 1);
         }
         let plain = started.elapsed() / reps;
+        let (input_switches, tree_switches) = plan.key_switches();
+        let kb = |bytes: usize| bytes as f64 / 1e3;
         lines.push(format!(
-            "| {stage:?} | {} x {} | {} / {} | {:.2} ms | {:.3} ms | {:.0}x |",
+            "| {stage:?} | {} x {} | {} | {input_switches} + {tree_switches} | {:.1} / {:.1} | {:.1} / {:.1} | {:.2} ms | {:.3} ms | {:.0}x |",
             m.rows,
             m.cols,
-            layout.upload_cts(),
-            layout.download_cts(),
+            1usize << plan.log2_input_conjugates(),
+            kb(plan.upload_bytes()),
+            kb(plan.download_bytes()),
+            kb(previous.upload_bytes()),
+            kb(previous.download_bytes()),
             encrypted.as_secs_f64() * 1e3,
             plain.as_secs_f64() * 1e3,
             encrypted.as_secs_f64() / plain.as_secs_f64().max(1e-9)

@@ -10,32 +10,38 @@ use std::time::{Duration, Instant};
 
 use based_model::{BackendError, LinearBackend, SqueezedModel, Stage};
 use based_rlwe::{
-    MatrixLayout, Params, ResultCiphertext, SecretKey, decrypt_products, encrypt_vector,
+    RhombusKeys, RhombusPlan, RhombusResult, SecretKey, rhombus_decrypt, rhombus_encrypt,
 };
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 use rayon::prelude::*;
 
 use crate::error::ZkError;
-use crate::wire::{self, Message, PROTOCOL_VERSION};
-use crate::{ModelIdentity, STAGES, encryption_params, max_product, params_summary, stage_index};
+use crate::wire::{self, Message, PROTOCOL_VERSION, PlanChoice};
+use crate::{
+    ModelIdentity, STAGES, encryption_params, max_product, params_summary, plan_from_choice,
+    stage_index,
+};
 
 /// What one chat has cost on the wire and in the client's own cryptography.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct TrafficStats {
     pub rounds: u64,
+    /// Every byte sent, the session's Galois keys included.
     pub bytes_up: u64,
     pub bytes_down: u64,
+    /// The Galois keys, sent once per session (part of `bytes_up`).
+    pub key_bytes: u64,
     /// Client CPU time spent encrypting and decrypting.
     pub client_crypto: Duration,
     /// Time from sending a request to having its answer: network plus the miner's work.
     pub waiting: Duration,
 }
 
-/// The per-stage facts the client needs: how vectors are split into ciphertexts and how large
-/// an honest product can be (anything larger proves the miner's answer corrupt).
+/// The per-stage facts the client needs: the miner's plan and how large an honest product can
+/// be (anything larger proves the miner's answer corrupt).
 struct StagePlan {
-    layout: MatrixLayout,
+    plan: RhombusPlan,
     bound: u64,
 }
 
@@ -43,7 +49,6 @@ pub struct EncryptedBackend {
     reader: BufReader<TcpStream>,
     writer: BufWriter<TcpStream>,
     secret_key: SecretKey,
-    params: Params,
     plans: Vec<Vec<StagePlan>>,
     rng: ChaCha20Rng,
     next_request: u32,
@@ -51,15 +56,14 @@ pub struct EncryptedBackend {
 }
 
 impl EncryptedBackend {
-    /// Connects to a miner, checks it serves the same model with the same parameters, and makes
-    /// a fresh secret key for this session.
+    /// Connects to a miner, checks it serves the same model with the same parameters, makes a
+    /// fresh secret key for this session and publishes the Galois keys the miner's plans need.
     pub fn connect(
         addr: impl ToSocketAddrs,
         model: &SqueezedModel,
         identity: &ModelIdentity,
     ) -> Result<Self, ZkError> {
         let params = encryption_params(model)?;
-        let plans = plan_stages(model, &params)?;
         let stream = TcpStream::connect(addr)?;
         stream.set_nodelay(true)?;
         let mut reader = BufReader::new(stream.try_clone()?);
@@ -71,8 +75,8 @@ impl EncryptedBackend {
         )? as u64;
         let (welcome, n) = wire::read_message(&mut reader)?;
         stats.bytes_down += n as u64;
-        match welcome {
-            Message::Welcome { version, model_hash, model_name, layers, params: theirs } => {
+        let choices = match welcome {
+            Message::Welcome { version, model_hash, model_name, layers, params: theirs, plans } => {
                 if version != PROTOCOL_VERSION {
                     return Err(ZkError::VersionMismatch {
                         ours: PROTOCOL_VERSION,
@@ -92,15 +96,25 @@ impl EncryptedBackend {
                         "ours {ours:?}, theirs {theirs:?}"
                     )));
                 }
+                plans
             }
             Message::Error { message } => return Err(ZkError::Remote(message)),
             other => {
                 return Err(ZkError::UnexpectedMessage { expected: "Welcome", got: other.kind() });
             }
-        }
+        };
+        let plans = stage_plans(model, &params, &choices)?;
         let mut rng = ChaCha20Rng::from_os_rng();
         let secret_key = SecretKey::generate(&params, &mut rng);
-        Ok(Self { reader, writer, secret_key, params, plans, rng, next_request: 0, stats })
+        let all_plans: Vec<&RhombusPlan> = plans.iter().flatten().map(|s| &s.plan).collect();
+        let keys = RhombusKeys::generate(&secret_key, &all_plans, &mut rng)?;
+        let sent = wire::write_message(
+            &mut writer,
+            &Message::Keys { input: keys.input.map(|k| k.to_bytes()), tree: keys.tree.to_bytes() },
+        )? as u64;
+        stats.bytes_up += sent;
+        stats.key_bytes += sent;
+        Ok(Self { reader, writer, secret_key, plans, rng, next_request: 0, stats })
     }
 
     /// Ends the session politely; the miner logs it as a clean end.
@@ -124,8 +138,8 @@ impl EncryptedBackend {
         let inputs = seeded
             .into_par_iter()
             .map(|(code, mut rng)| {
-                let cts = encrypt_vector(&self.secret_key, &plan.layout, code, &mut rng)?;
-                Ok(cts.iter().map(|ct| ct.to_bytes()).collect())
+                let upload = rhombus_encrypt(&self.secret_key, &plan.plan, code, &mut rng)?;
+                Ok(vec![upload.to_bytes()])
             })
             .collect::<Result<Vec<Vec<Vec<u8>>>, ZkError>>()?;
         let mut crypto = started.elapsed();
@@ -163,9 +177,10 @@ impl EncryptedBackend {
             .map(|vector| {
                 let results = vector
                     .iter()
-                    .map(|bytes| ResultCiphertext::from_bytes(&self.params, &plan.layout, bytes))
+                    .enumerate()
+                    .map(|(block, bytes)| RhombusResult::from_bytes(&plan.plan, block, bytes))
                     .collect::<Result<Vec<_>, _>>()?;
-                Ok(decrypt_products(&self.secret_key, &plan.layout, &results, plan.bound)?)
+                Ok(rhombus_decrypt(&self.secret_key, &plan.plan, &results, plan.bound)?)
             })
             .collect::<Result<Vec<_>, ZkError>>()?;
         crypto += started.elapsed();
@@ -185,15 +200,28 @@ impl LinearBackend for EncryptedBackend {
     }
 }
 
-fn plan_stages(model: &SqueezedModel, params: &Params) -> Result<Vec<Vec<StagePlan>>, ZkError> {
+/// The miner's announced plans, checked against the model's shapes.
+fn stage_plans(
+    model: &SqueezedModel,
+    params: &based_rlwe::Params,
+    choices: &[PlanChoice],
+) -> Result<Vec<Vec<StagePlan>>, ZkError> {
+    let expected = model.n_layers() * STAGES.len();
+    if choices.len() != expected {
+        return Err(ZkError::ParamsMismatch(format!(
+            "the miner announced {} stage plans, the model has {expected} stages",
+            choices.len()
+        )));
+    }
     (0..model.n_layers())
         .map(|layer| {
             STAGES
                 .iter()
                 .map(|&stage| {
                     let m = model.matrix(layer, stage);
-                    let layout = MatrixLayout::choose(params, m.cols, m.rows)?;
-                    Ok(StagePlan { layout, bound: max_product(m) })
+                    let choice = choices[layer * STAGES.len() + stage_index(stage)];
+                    let plan = plan_from_choice(params, m, choice)?;
+                    Ok(StagePlan { plan, bound: max_product(m) })
                 })
                 .collect()
         })

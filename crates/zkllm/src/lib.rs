@@ -5,7 +5,6 @@
 //! pre-encoded at load time and sends back encrypted integer products. Because the products are
 //! exact integers, an encrypted chat is token-for-token the same as the plaintext squeezed model.
 
-mod batcher;
 pub mod client;
 mod error;
 pub mod miner;
@@ -16,12 +15,12 @@ use std::fmt;
 use std::path::Path;
 
 use based_model::{ModelError, QuantMatrix, SqueezedModel, Stage};
-use based_rlwe::Params;
+use based_rlwe::{Params, RhombusPlan};
 
 pub use client::{EncryptedBackend, TrafficStats};
 pub use error::ZkError;
 pub use miner::{MinerModel, serve, spawn_server};
-use wire::ParamsSummary;
+use wire::{ParamsSummary, PlanChoice};
 
 /// The linear stages of one transformer layer, in the order a forward pass meets them.
 pub const STAGES: [Stage; 4] = [Stage::Qkv, Stage::AttnOut, Stage::GateUp, Stage::Down];
@@ -86,8 +85,36 @@ pub fn params_summary(params: &Params) -> ParamsSummary {
         ring_degree: params.ring_degree() as u32,
         ciphertext_modulus: params.ciphertext_modulus(),
         plaintext_modulus: params.plaintext_modulus(),
-        upload_bits: params.upload_bits(),
     }
+}
+
+/// The miner's free choices of a plan, as announced in Welcome.
+pub(crate) fn plan_choice(plan: &RhombusPlan) -> PlanChoice {
+    // Each value is below 64 (bits of a 54-bit modulus, log2 of at most N conjugates).
+    let byte = |v: u32| u8::try_from(v).expect("plan parameters are below 256");
+    PlanChoice {
+        log2_input_conjugates: byte(plan.log2_input_conjugates()),
+        upload_bits: byte(plan.upload_bits()),
+        input_digit_bits: byte(plan.input_digit_bits()),
+        tree_digit_bits: byte(plan.tree_digit_bits()),
+    }
+}
+
+/// Rebuilds (and validates) an announced plan for a matrix of `matrix`'s shape.
+pub(crate) fn plan_from_choice(
+    params: &Params,
+    matrix: &QuantMatrix,
+    choice: PlanChoice,
+) -> Result<RhombusPlan, ZkError> {
+    Ok(RhombusPlan::new(
+        params,
+        matrix.cols,
+        matrix.rows,
+        u32::from(choice.log2_input_conjugates),
+        u32::from(choice.upload_bits),
+        u32::from(choice.input_digit_bits),
+        u32::from(choice.tree_digit_bits),
+    )?)
 }
 
 pub fn hex(bytes: &[u8]) -> String {

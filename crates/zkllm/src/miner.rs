@@ -1,7 +1,8 @@
 //! The miner: serves a model's linear stages on ciphertexts it cannot read.
 //!
 //! Nothing in this module ever sees a secret key: it only knows the public parameters, the public
-//! weights (pre-encoded as plaintext polynomials once, at load) and the ciphertexts it is sent.
+//! weights (pre-encoded as plaintext polynomials once, at load), the Galois keys a client
+//! publishes for its session and the ciphertexts it is sent.
 
 use std::io::{BufReader, BufWriter};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -9,24 +10,26 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use based_model::{SqueezedModel, Stage};
-use based_rlwe::{EncodedMatrix, MatrixLayout, Params, ResultCiphertext, UploadCiphertext};
+use based_rlwe::{
+    GaloisKeys, Params, RhombusMatrix, RhombusPlan, RhombusResult, RhombusUpload,
+};
 
-use crate::batcher::Batcher;
 use crate::error::ZkError;
-use crate::wire::{self, CiphertextBatch, Message, PROTOCOL_VERSION, WireError};
-use crate::{ModelIdentity, STAGES, encryption_params, params_summary, stage_index};
+use crate::wire::{self, CiphertextBatch, Message, PROTOCOL_VERSION, PlanChoice, WireError};
+use crate::{ModelIdentity, STAGES, encryption_params, params_summary, plan_choice, stage_index};
 
-/// One linear stage of one layer, ready to multiply ciphertexts.
-struct EncodedStage {
-    layout: MatrixLayout,
-    matrix: EncodedMatrix,
-}
-
-/// A model prepared for serving: every weight matrix encoded once for the ciphertext products.
+/// A model prepared for serving: every weight matrix encoded once for the ciphertext products,
+/// each with the plan (split point, digit bases) its own weights allow.
 pub struct MinerModel {
     identity: ModelIdentity,
     params: Params,
-    layers: Vec<Vec<EncodedStage>>,
+    layers: Vec<Vec<RhombusMatrix>>,
+}
+
+/// The Galois keys one client published for its session.
+struct SessionKeys {
+    input: Option<GaloisKeys>,
+    tree: GaloisKeys,
 }
 
 impl MinerModel {
@@ -44,9 +47,9 @@ impl MinerModel {
             let mut stages = Vec::with_capacity(STAGES.len());
             for stage in STAGES {
                 let weights = model.matrix(layer, stage);
-                let layout = MatrixLayout::choose(&params, weights.cols, weights.rows)?;
-                let matrix = EncodedMatrix::encode(&params, &layout, &weights.weights)?;
-                stages.push(EncodedStage { layout, matrix });
+                let plan =
+                    RhombusPlan::choose(&params, weights.cols, weights.rows, &weights.weights)?;
+                stages.push(RhombusMatrix::encode(&params, &plan, &weights.weights)?);
                 on_matrix(layer * STAGES.len() + stages.len(), total);
             }
             layers.push(stages);
@@ -56,10 +59,15 @@ impl MinerModel {
 
     /// Bytes held by the encoded weights: the miner's memory cost of the model.
     pub fn encoded_bytes(&self) -> usize {
-        self.layers.iter().flatten().map(|s| s.matrix.memory_bytes()).sum()
+        self.layers.iter().flatten().map(RhombusMatrix::memory_bytes).sum()
     }
 
-    fn stage(&self, layer: u32, stage: Stage) -> Result<&EncodedStage, ZkError> {
+    /// Every stage's plan, layer by layer in `STAGES` order, as Welcome announces them.
+    pub fn plan_choices(&self) -> Vec<PlanChoice> {
+        self.layers.iter().flatten().map(|matrix| plan_choice(matrix.plan())).collect()
+    }
+
+    fn stage(&self, layer: u32, stage: Stage) -> Result<&RhombusMatrix, ZkError> {
         let stages = self
             .layers
             .get(layer as usize)
@@ -67,48 +75,48 @@ impl MinerModel {
         Ok(&stages[stage_index(stage)])
     }
 
-    /// Parses and checks a request's ciphertexts against the stage's layout, so that what
-    /// reaches the shared batch is well formed.
+    /// Parses a request's uploads (one per vector) against the stage's plan.
     fn decode_inputs(
         &self,
         layer: u32,
         stage: Stage,
         inputs: &CiphertextBatch,
-    ) -> Result<Vec<Vec<UploadCiphertext>>, ZkError> {
-        let expected = self.stage(layer, stage)?.layout.upload_cts();
+    ) -> Result<Vec<RhombusUpload>, ZkError> {
+        let plan = self.stage(layer, stage)?.plan();
         inputs
             .iter()
-            .map(|vector| {
-                if vector.len() != expected {
-                    return Err(ZkError::WrongCiphertextCount {
-                        what: format!("layer {layer} {stage:?}"),
-                        expected,
-                        got: vector.len(),
-                    });
-                }
-                vector
-                    .iter()
-                    .map(|bytes| Ok(UploadCiphertext::from_bytes(&self.params, bytes)?))
-                    .collect()
+            .map(|vector| match vector.as_slice() {
+                [upload] => Ok(RhombusUpload::from_bytes(plan, upload)?),
+                _ => Err(ZkError::WrongCiphertextCount {
+                    what: format!("layer {layer} {stage:?}"),
+                    expected: 1,
+                    got: vector.len(),
+                }),
             })
             .collect()
     }
 
-    /// Multiplies every input vector by the stage's weights.
-    pub(crate) fn multiply(
+    /// Multiplies every input vector by the stage's weights with the session's keys.
+    fn multiply(
         &self,
         layer: u32,
         stage: Stage,
-        inputs: &[Vec<UploadCiphertext>],
-    ) -> Result<Vec<Vec<ResultCiphertext>>, ZkError> {
-        Ok(self.stage(layer, stage)?.matrix.apply_batch(inputs)?)
+        inputs: &[RhombusUpload],
+        keys: &SessionKeys,
+    ) -> Result<Vec<Vec<RhombusResult>>, ZkError> {
+        Ok(self.stage(layer, stage)?.apply_batch(inputs, keys.input.as_ref(), &keys.tree)?)
+    }
+
+    fn decode_keys(&self, input: Option<Vec<u8>>, tree: &[u8]) -> Result<SessionKeys, ZkError> {
+        let input = input.map(|bytes| GaloisKeys::from_bytes(&self.params, &bytes)).transpose()?;
+        Ok(SessionKeys { input, tree: GaloisKeys::from_bytes(&self.params, tree)? })
     }
 }
 
 /// Accepts clients until the listener fails; every connection gets its own thread, so a client
-/// that misbehaves or vanishes costs only its own session.
+/// that misbehaves or vanishes costs only its own session. Sessions share the cores through
+/// rayon's pool: each product is parallel inside, whoever asks.
 pub fn serve(listener: TcpListener, model: Arc<MinerModel>) -> std::io::Result<()> {
-    let batcher = Arc::new(Batcher::start(Arc::clone(&model)));
     for stream in listener.incoming() {
         let stream = match stream {
             Ok(stream) => stream,
@@ -117,10 +125,10 @@ pub fn serve(listener: TcpListener, model: Arc<MinerModel>) -> std::io::Result<(
                 continue;
             }
         };
-        let (model, batcher) = (Arc::clone(&model), Arc::clone(&batcher));
+        let model = Arc::clone(&model);
         std::thread::spawn(move || {
             let peer = stream.peer_addr().ok();
-            match serve_session(stream, &model, &batcher) {
+            match serve_session(stream, &model) {
                 Ok(stats) => tracing::info!(
                     ?peer,
                     requests = stats.requests,
@@ -150,16 +158,12 @@ struct SessionStats {
     bytes_out: usize,
 }
 
-fn serve_session(
-    stream: TcpStream,
-    model: &MinerModel,
-    batcher: &Batcher,
-) -> Result<SessionStats, ZkError> {
+fn serve_session(stream: TcpStream, model: &MinerModel) -> Result<SessionStats, ZkError> {
     stream.set_nodelay(true)?;
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut writer = BufWriter::new(stream);
     let mut stats = SessionStats::default();
-    let result = run_session(&mut reader, &mut writer, model, batcher, &mut stats);
+    let result = run_session(&mut reader, &mut writer, model, &mut stats);
     if let Err(error) = &result
         && !matches!(error, ZkError::Io(_) | ZkError::Wire(WireError::Closed | WireError::Io(_)))
     {
@@ -173,7 +177,6 @@ fn run_session(
     reader: &mut BufReader<TcpStream>,
     writer: &mut BufWriter<TcpStream>,
     model: &MinerModel,
-    batcher: &Batcher,
     stats: &mut SessionStats,
 ) -> Result<(), ZkError> {
     let (hello, n) = wire::read_message(reader)?;
@@ -198,8 +201,16 @@ fn run_session(
             model_name: model.identity.name.clone(),
             layers: model.layers.len() as u32,
             params: params_summary(&model.params),
+            plans: model.plan_choices(),
         },
     )?;
+    let (keys, n) = wire::read_message(reader)?;
+    stats.bytes_in += n;
+    let keys = match keys {
+        Message::Keys { input, tree } => model.decode_keys(input, &tree)?,
+        Message::Bye => return Ok(()),
+        other => return Err(ZkError::UnexpectedMessage { expected: "Keys", got: other.kind() }),
+    };
     loop {
         let (message, n) = wire::read_message(reader)?;
         stats.bytes_in += n;
@@ -208,10 +219,10 @@ fn run_session(
                 let started = Instant::now();
                 let vectors = inputs.len();
                 let decoded = model.decode_inputs(layer, stage, &inputs)?;
-                let products = batcher.multiply(layer, stage, decoded)?;
+                let products = model.multiply(layer, stage, &decoded, &keys)?;
                 let outputs = products
                     .iter()
-                    .map(|vector| vector.iter().map(ResultCiphertext::to_bytes).collect())
+                    .map(|vector| vector.iter().map(RhombusResult::to_bytes).collect())
                     .collect();
                 tracing::debug!(
                     request_id,

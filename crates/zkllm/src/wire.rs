@@ -10,7 +10,7 @@ use std::io::{self, Read, Write};
 use based_model::Stage;
 
 /// Bumped on any change of the frame layout or of the cryptographic parameter choice.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// A frame larger than this is refused before it is read: it bounds what a peer can make us
 /// allocate. One SmolLM2 prefill stage of 512 tokens stays well below it.
@@ -30,22 +30,37 @@ pub struct ParamsSummary {
     pub ring_degree: u32,
     pub ciphertext_modulus: u64,
     pub plaintext_modulus: u64,
-    /// Bits kept of each uploaded coefficient (uploads are rounded to them).
-    pub upload_bits: u32,
+}
+
+/// How the miner computes one stage's product (`based_rlwe::RhombusPlan`'s free choices; the
+/// shapes come from the model both ends hold). The client needs them to encrypt, to make the
+/// Galois keys and to decrypt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PlanChoice {
+    pub log2_input_conjugates: u8,
+    pub upload_bits: u8,
+    /// 0 when the plan has no input conjugates.
+    pub input_digit_bits: u8,
+    pub tree_digit_bits: u8,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Message {
     /// Client -> miner, first frame: which protocol and which model the client expects.
     Hello { version: u16, model_hash: [u8; 32] },
-    /// Miner -> client: the miner's model and parameters; the client checks they match its own.
+    /// Miner -> client: the miner's model and parameters (the client checks they match its
+    /// own) and its plan for every stage, layer by layer in `STAGES` order.
     Welcome {
         version: u16,
         model_hash: [u8; 32],
         model_name: String,
         layers: u32,
         params: ParamsSummary,
+        plans: Vec<PlanChoice>,
     },
+    /// Client -> miner, once after Welcome: the Galois keys the plans need (serialised
+    /// `based_rlwe::GaloisKeys`; `input` only if some plan has input conjugates).
+    Keys { input: Option<Vec<u8>>, tree: Vec<u8> },
     /// Client -> miner: encrypted activations for one linear stage of one layer.
     Products { request_id: u32, layer: u32, stage: Stage, inputs: CiphertextBatch },
     /// Miner -> client: the encrypted products, in the order of the inputs.
@@ -79,6 +94,8 @@ pub enum WireError {
     EmptyCiphertext,
     #[error("text field is not UTF-8")]
     BadText,
+    #[error("an optional field's flag is {0}, not 0 or 1")]
+    BadFlag(u8),
 }
 
 const TAG_HELLO: u8 = 1;
@@ -87,6 +104,7 @@ const TAG_PRODUCTS: u8 = 3;
 const TAG_RESULTS: u8 = 4;
 const TAG_ERROR: u8 = 5;
 const TAG_BYE: u8 = 6;
+const TAG_KEYS: u8 = 7;
 
 fn stage_code(stage: Stage) -> u8 {
     match stage {
@@ -119,6 +137,7 @@ impl Message {
         match self {
             Message::Hello { .. } => "Hello",
             Message::Welcome { .. } => "Welcome",
+            Message::Keys { .. } => "Keys",
             Message::Products { .. } => "Products",
             Message::Results { .. } => "Results",
             Message::Error { .. } => "Error",
@@ -134,7 +153,7 @@ impl Message {
                 out.extend_from_slice(&version.to_le_bytes());
                 out.extend_from_slice(model_hash);
             }
-            Message::Welcome { version, model_hash, model_name, layers, params } => {
+            Message::Welcome { version, model_hash, model_name, layers, params, plans } => {
                 out.push(TAG_WELCOME);
                 out.extend_from_slice(&version.to_le_bytes());
                 out.extend_from_slice(model_hash);
@@ -143,7 +162,26 @@ impl Message {
                 out.extend_from_slice(&params.ring_degree.to_le_bytes());
                 out.extend_from_slice(&params.ciphertext_modulus.to_le_bytes());
                 out.extend_from_slice(&params.plaintext_modulus.to_le_bytes());
-                out.extend_from_slice(&params.upload_bits.to_le_bytes());
+                out.extend_from_slice(&(plans.len() as u32).to_le_bytes());
+                for plan in plans {
+                    out.extend_from_slice(&[
+                        plan.log2_input_conjugates,
+                        plan.upload_bits,
+                        plan.input_digit_bits,
+                        plan.tree_digit_bits,
+                    ]);
+                }
+            }
+            Message::Keys { input, tree } => {
+                out.push(TAG_KEYS);
+                match input {
+                    Some(keys) => {
+                        out.push(1);
+                        put_bytes(&mut out, keys);
+                    }
+                    None => out.push(0),
+                }
+                put_bytes(&mut out, tree);
             }
             Message::Products { request_id, layer, stage, inputs } => {
                 out.push(TAG_PRODUCTS);
@@ -181,9 +219,17 @@ impl Message {
                     ring_degree: r.u32("ring degree")?,
                     ciphertext_modulus: r.u64("ciphertext modulus")?,
                     plaintext_modulus: r.u64("plaintext modulus")?,
-                    upload_bits: r.u32("upload bits")?,
                 },
+                plans: r.plans()?,
             },
+            TAG_KEYS => {
+                let input = match r.u8("input keys flag")? {
+                    0 => None,
+                    1 => Some(r.bytes("input Galois keys")?),
+                    other => return Err(WireError::BadFlag(other)),
+                };
+                Message::Keys { input, tree: r.bytes("tree Galois keys")? }
+            }
             TAG_PRODUCTS => Message::Products {
                 request_id: r.u32("request id")?,
                 layer: r.u32("layer")?,
@@ -205,8 +251,12 @@ impl Message {
 }
 
 fn put_text(out: &mut Vec<u8>, text: &str) {
-    out.extend_from_slice(&(text.len() as u32).to_le_bytes());
-    out.extend_from_slice(text.as_bytes());
+    put_bytes(out, text.as_bytes());
+}
+
+fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+    out.extend_from_slice(bytes);
 }
 
 /// Batches are rectangular (every vector has as many ciphertexts), so the shape is written once;
@@ -251,9 +301,24 @@ impl<'a> Reader<'a> {
         Ok(u64::from_le_bytes(self.array(what)?))
     }
     fn text(&mut self) -> Result<String, WireError> {
-        let len = self.u32("text length")? as usize;
-        let raw = self.take(len, "text")?;
-        String::from_utf8(raw.to_vec()).map_err(|_| WireError::BadText)
+        String::from_utf8(self.bytes("text")?).map_err(|_| WireError::BadText)
+    }
+    fn bytes(&mut self, what: &'static str) -> Result<Vec<u8>, WireError> {
+        let len = self.u32(what)? as usize;
+        Ok(self.take(len, what)?.to_vec())
+    }
+    fn plans(&mut self) -> Result<Vec<PlanChoice>, WireError> {
+        let count = self.u32("plan count")? as usize;
+        let raw = self.take(count.saturating_mul(4), "plans")?;
+        Ok(raw
+            .chunks_exact(4)
+            .map(|c| PlanChoice {
+                log2_input_conjugates: c[0],
+                upload_bits: c[1],
+                input_digit_bits: c[2],
+                tree_digit_bits: c[3],
+            })
+            .collect())
     }
     fn batch(&mut self) -> Result<CiphertextBatch, WireError> {
         let vectors = self.u32("vector count")? as usize;
@@ -334,9 +399,19 @@ mod tests {
                     ring_degree: 2048,
                     ciphertext_modulus: 97,
                     plaintext_modulus: 1 << 26,
-                    upload_bits: 45,
                 },
+                plans: vec![
+                    PlanChoice {
+                        log2_input_conjugates: 2,
+                        upload_bits: 50,
+                        input_digit_bits: 3,
+                        tree_digit_bits: 9,
+                    };
+                    3
+                ],
             },
+            Message::Keys { input: Some(vec![1, 2, 3]), tree: vec![4; 10] },
+            Message::Keys { input: None, tree: vec![5; 3] },
             Message::Products {
                 request_id: 3,
                 layer: 29,
@@ -381,9 +456,12 @@ mod tests {
     #[test]
     fn garbage_gets_precise_errors() {
         assert!(matches!(Message::decode(&[200]), Err(WireError::UnknownTag(200))));
-        let mut products = samples()[2].encode();
+        let mut products = samples()[4].encode();
         products[9] = 9; // the stage byte
         assert!(matches!(Message::decode(&products), Err(WireError::UnknownStage(9))));
+        let mut keys = samples()[2].encode();
+        keys[1] = 2; // the input keys flag
+        assert!(matches!(Message::decode(&keys), Err(WireError::BadFlag(2))));
         let mut bye = Message::Bye.encode();
         bye.push(0);
         assert!(matches!(Message::decode(&bye), Err(WireError::TrailingBytes(1))));

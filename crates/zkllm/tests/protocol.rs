@@ -216,25 +216,52 @@ fn garbage_bytes_cost_only_their_own_connection() {
     assert_encrypted_session_works(&f, miner);
 }
 
-fn hello_then(f: &Fixture, miner: SocketAddr, request: Message) -> String {
-    let hello = Message::Hello { version: PROTOCOL_VERSION, model_hash: f.identity.hash };
-    let answers = raw_exchange(miner, &[hello, request]);
-    assert!(matches!(answers.first(), Some(Message::Welcome { .. })));
-    error_text(&answers)
+/// What an honest client sends for layer 0: its Galois keys and one stage's encrypted input.
+struct HonestSession {
+    keys: Message,
+    /// The same, but with tree keys for one automorphism no plan uses (X -> X^-1).
+    useless_keys: Message,
+    inputs: Vec<Vec<Vec<u8>>>,
 }
 
-/// Encrypted inputs for one stage, as the honest client would send them.
-fn honest_inputs(f: &Fixture, stage: Stage) -> Vec<Vec<Vec<u8>>> {
-    use based_rlwe::{MatrixLayout, SecretKey, encrypt_vector};
+/// The plans the miner announces are its deterministic choice for these weights, so a test can
+/// make them itself.
+fn honest_session(f: &Fixture, stage: Stage) -> HonestSession {
+    use based_rlwe::{GaloisKeys, RhombusKeys, RhombusPlan, SecretKey, rhombus_encrypt};
     use rand_core::SeedableRng;
     let params = based_zkllm::encryption_params(&f.model).unwrap();
-    let m = f.model.matrix(0, stage);
-    let layout = MatrixLayout::choose(&params, m.cols, m.rows).unwrap();
+    let plans: Vec<RhombusPlan> = (0..f.model.n_layers())
+        .flat_map(|layer| based_zkllm::STAGES.map(|stage| (layer, stage)))
+        .map(|(layer, stage)| {
+            let m = f.model.matrix(layer, stage);
+            RhombusPlan::choose(&params, m.cols, m.rows, &m.weights).unwrap()
+        })
+        .collect();
     let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(5);
     let key = SecretKey::generate(&params, &mut rng);
-    let code = vec![3i8; m.cols];
-    let cts = encrypt_vector(&key, &layout, &code, &mut rng).unwrap();
-    vec![cts.iter().map(|ct| ct.to_bytes()).collect()]
+    let keys = RhombusKeys::generate(&key, &plans.iter().collect::<Vec<_>>(), &mut rng).unwrap();
+    let plan = &plans[based_zkllm::STAGES.iter().position(|s| *s == stage).unwrap()];
+    let upload = rhombus_encrypt(&key, plan, &vec![3i8; plan.n_in()], &mut rng).unwrap();
+    let inverse = 2 * params.ring_degree() - 1;
+    let useless = GaloisKeys::generate(&key, &[inverse], keys.tree.digit_bits(), &mut rng).unwrap();
+    let input = keys.input.map(|k| k.to_bytes());
+    HonestSession {
+        keys: Message::Keys { input: input.clone(), tree: keys.tree.to_bytes() },
+        useless_keys: Message::Keys { input, tree: useless.to_bytes() },
+        inputs: vec![vec![upload.to_bytes()]],
+    }
+}
+
+fn honest_inputs(f: &Fixture, stage: Stage) -> Vec<Vec<Vec<u8>>> {
+    honest_session(f, stage).inputs
+}
+
+/// Hello, the honest keys, then `request`: the miner's error text.
+fn hello_then(f: &Fixture, miner: SocketAddr, request: Message) -> String {
+    let hello = Message::Hello { version: PROTOCOL_VERSION, model_hash: f.identity.hash };
+    let answers = raw_exchange(miner, &[hello, honest_session(f, Stage::Qkv).keys, request]);
+    assert!(matches!(answers.first(), Some(Message::Welcome { .. })));
+    error_text(&answers)
 }
 
 #[test]
@@ -260,6 +287,33 @@ fn corrupted_and_mismatched_ciphertexts_are_rejected_clearly() {
 
     let text = hello_then(&f, miner, products(7, Stage::Qkv, honest_inputs(&f, Stage::Qkv)));
     assert!(text.contains("layer 7 does not exist"), "{text}");
+
+    assert_encrypted_session_works(&f, miner);
+}
+
+#[test]
+fn products_before_keys_and_garbage_keys_are_refused_clearly() {
+    let f = tiny_gguf(34);
+    let miner = start_miner(&f);
+    let hello = Message::Hello { version: PROTOCOL_VERSION, model_hash: f.identity.hash };
+
+    let early = products(0, Stage::Qkv, honest_inputs(&f, Stage::Qkv));
+    let text = error_text(&raw_exchange(miner, &[hello.clone(), early]));
+    assert!(text.contains("expected Keys, got Products"), "{text}");
+
+    let Message::Keys { input, mut tree } = honest_session(&f, Stage::Qkv).keys else {
+        unreachable!()
+    };
+    tree.truncate(tree.len() / 2);
+    let text = error_text(&raw_exchange(miner, &[hello.clone(), Message::Keys { input, tree }]));
+    assert!(text.starts_with("ciphertext rejected"), "{text}");
+
+    // Keys without the automorphisms the plans need: the product names the missing one.
+    let session = honest_session(&f, Stage::Qkv);
+    let request = products(0, Stage::Qkv, session.inputs);
+    let answers = raw_exchange(miner, &[hello, session.useless_keys, request]);
+    let text = error_text(&answers);
+    assert!(text.contains("no key for the automorphism"), "{text}");
 
     assert_encrypted_session_works(&f, miner);
 }
@@ -311,9 +365,9 @@ fn a_client_for_another_model_is_refused() {
     assert!(matches!(error, ZkError::Remote(ref m) if m.contains("serves model")), "{error}");
 }
 
-/// Several chats at once share the miner's batches; each still gets exactly its own products.
+/// Several chats at once share the miner's cores; each still gets exactly its own products.
 #[test]
-fn concurrent_chats_are_batched_and_each_stays_exact() {
+fn concurrent_chats_each_stay_exact() {
     let f = Arc::new(tiny_gguf(61));
     let miner = start_miner(&f);
     let prompts = ["first user", "a second, longer question", "3", "four four four"];
