@@ -422,12 +422,12 @@ fn linear_weights(model: &LoadedModel) -> usize {
 }
 
 fn stage_timings(model: &LoadedModel) -> Result<Vec<String>> {
-    let params = based_zkllm::encryption_params(&model.squeezed)?;
     let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(1);
-    let key = SecretKey::generate(&params, &mut rng);
     let mut lines = Vec::new();
     for stage in STAGES {
         let m = model.squeezed.matrix(0, stage);
+        let params = based_zkllm::stage_params(m)?;
+        let key = SecretKey::generate(&params, &mut rng);
         let plan = RhombusPlan::choose(&params, m.cols, m.rows, &m.weights)?;
         let encoded = RhombusMatrix::encode(&params, &plan, &m.weights)?;
         let keys = RhombusKeys::generate(&key, &[&plan], &mut rng)?;
@@ -437,7 +437,7 @@ fn stage_timings(model: &LoadedModel) -> Result<Vec<String>> {
         let reps = 5;
         let started = Instant::now();
         for _ in 0..reps {
-            encoded.apply(&upload, keys.input.as_ref(), &keys.tree)?;
+            encoded.apply(&upload, &keys)?;
         }
         let encrypted = started.elapsed() / reps;
         let started = Instant::now();

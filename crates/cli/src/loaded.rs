@@ -33,7 +33,15 @@ pub fn load(arg: &str) -> Result<LoadedModel> {
 
 pub fn print_info(arg: &str) -> Result<()> {
     let model = load(arg)?;
-    let params = based_zkllm::encryption_params(&model.squeezed)?;
+    let mut stage_params = Vec::new();
+    for layer in 0..model.squeezed.n_layers() {
+        for stage in based_zkllm::STAGES {
+            stage_params.push(based_zkllm::stage_params(model.squeezed.matrix(layer, stage))?);
+        }
+    }
+    let log2_t = stage_params.iter().map(|p| p.log2_plaintext_modulus());
+    let (low, high) = (log2_t.clone().min().unwrap_or(0), log2_t.max().unwrap_or(0));
+    let params = &stage_params[0];
     let c = &model.squeezed.config;
     println!("model        {}", model.identity);
     println!(
@@ -42,11 +50,10 @@ pub fn print_info(arg: &str) -> Result<()> {
     );
     println!("squeezing    int8 per-output-channel weights, 8-bit per-token activations");
     println!(
-        "encryption   RLWE N = {}, q = {} ({} bits), t = 2^{}",
+        "encryption   RLWE N = {}, q = {} ({} bits), t = 2^{low}..2^{high} by stage",
         params.ring_degree(),
         params.ciphertext_modulus(),
         64 - params.ciphertext_modulus().leading_zeros(),
-        params.plaintext_modulus().trailing_zeros()
     );
     println!("max product  {}", based_zkllm::product_bound(&model.squeezed));
     Ok(())

@@ -19,8 +19,8 @@ use rayon::prelude::*;
 use crate::error::ZkError;
 use crate::wire::{self, Message, PROTOCOL_VERSION, PlanChoice};
 use crate::{
-    ModelIdentity, STAGES, encryption_params, max_product, params_summary, plan_from_choice,
-    stage_index,
+    ModelIdentity, STAGES, max_product, params_summary, plan_from_choice, stage_index,
+    stage_params,
 };
 
 /// What one chat has cost on the wire and in the client's own cryptography.
@@ -38,17 +38,18 @@ pub struct TrafficStats {
     pub waiting: Duration,
 }
 
-/// The per-stage facts the client needs: the miner's plan and how large an honest product can
-/// be (anything larger proves the miner's answer corrupt).
+/// The per-stage facts the client needs: the miner's plan, the session's secret under the
+/// stage's parameters, and how large an honest product can be (anything larger proves the
+/// miner's answer corrupt).
 struct StagePlan {
     plan: RhombusPlan,
+    key: SecretKey,
     bound: u64,
 }
 
 pub struct EncryptedBackend {
     reader: BufReader<TcpStream>,
     writer: BufWriter<TcpStream>,
-    secret_key: SecretKey,
     plans: Vec<Vec<StagePlan>>,
     rng: ChaCha20Rng,
     next_request: u32,
@@ -63,7 +64,7 @@ impl EncryptedBackend {
         model: &SqueezedModel,
         identity: &ModelIdentity,
     ) -> Result<Self, ZkError> {
-        let params = encryption_params(model)?;
+        let shared = stage_params(model.matrix(0, STAGES[0]))?;
         let stream = TcpStream::connect(addr)?;
         stream.set_nodelay(true)?;
         let mut reader = BufReader::new(stream.try_clone()?);
@@ -90,7 +91,7 @@ impl EncryptedBackend {
                         expected: identity.to_string(),
                     });
                 }
-                let ours = params_summary(&params);
+                let ours = params_summary(&shared);
                 if theirs != ours {
                     return Err(ZkError::ParamsMismatch(format!(
                         "ours {ours:?}, theirs {theirs:?}"
@@ -103,18 +104,18 @@ impl EncryptedBackend {
                 return Err(ZkError::UnexpectedMessage { expected: "Welcome", got: other.kind() });
             }
         };
-        let plans = stage_plans(model, &params, &choices)?;
         let mut rng = ChaCha20Rng::from_os_rng();
-        let secret_key = SecretKey::generate(&params, &mut rng);
+        let secret_key = SecretKey::generate(&shared, &mut rng);
+        let plans = stage_plans(model, &secret_key, &choices)?;
         let all_plans: Vec<&RhombusPlan> = plans.iter().flatten().map(|s| &s.plan).collect();
         let keys = RhombusKeys::generate(&secret_key, &all_plans, &mut rng)?;
         let sent = wire::write_message(
             &mut writer,
-            &Message::Keys { input: keys.input.map(|k| k.to_bytes()), tree: keys.tree.to_bytes() },
+            &Message::Keys { input: keys.input().map(|k| k.to_bytes()), tree: keys.tree().to_bytes() },
         )? as u64;
         stats.bytes_up += sent;
         stats.key_bytes += sent;
-        Ok(Self { reader, writer, secret_key, plans, rng, next_request: 0, stats })
+        Ok(Self { reader, writer, plans, rng, next_request: 0, stats })
     }
 
     /// Ends the session politely; the miner logs it as a clean end.
@@ -138,7 +139,7 @@ impl EncryptedBackend {
         let inputs = seeded
             .into_par_iter()
             .map(|(code, mut rng)| {
-                let upload = rhombus_encrypt(&self.secret_key, &plan.plan, code, &mut rng)?;
+                let upload = rhombus_encrypt(&plan.key, &plan.plan, code, &mut rng)?;
                 Ok(vec![upload.to_bytes()])
             })
             .collect::<Result<Vec<Vec<Vec<u8>>>, ZkError>>()?;
@@ -180,7 +181,7 @@ impl EncryptedBackend {
                     .enumerate()
                     .map(|(block, bytes)| RhombusResult::from_bytes(&plan.plan, block, bytes))
                     .collect::<Result<Vec<_>, _>>()?;
-                Ok(rhombus_decrypt(&self.secret_key, &plan.plan, &results, plan.bound)?)
+                Ok(rhombus_decrypt(&plan.key, &plan.plan, &results, plan.bound)?)
             })
             .collect::<Result<Vec<_>, ZkError>>()?;
         crypto += started.elapsed();
@@ -200,10 +201,10 @@ impl LinearBackend for EncryptedBackend {
     }
 }
 
-/// The miner's announced plans, checked against the model's shapes.
+/// The miner's announced plans, checked against the model's shapes and weights.
 fn stage_plans(
     model: &SqueezedModel,
-    params: &based_rlwe::Params,
+    secret_key: &SecretKey,
     choices: &[PlanChoice],
 ) -> Result<Vec<Vec<StagePlan>>, ZkError> {
     let expected = model.n_layers() * STAGES.len();
@@ -220,8 +221,10 @@ fn stage_plans(
                 .map(|&stage| {
                     let m = model.matrix(layer, stage);
                     let choice = choices[layer * STAGES.len() + stage_index(stage)];
-                    let plan = plan_from_choice(params, m, choice)?;
-                    Ok(StagePlan { plan, bound: max_product(m) })
+                    let params = stage_params(m)?;
+                    let plan = plan_from_choice(&params, m, choice)?;
+                    let key = secret_key.with_params(&params);
+                    Ok(StagePlan { plan, key, bound: max_product(m) })
                 })
                 .collect()
         })

@@ -75,24 +75,26 @@ pub(crate) fn stage_index(stage: Stage) -> usize {
     STAGES.iter().position(|s| *s == stage).expect("STAGES lists every stage")
 }
 
-/// The parameter set both ends derive from the model they share.
-pub fn encryption_params(model: &SqueezedModel) -> Result<Params, ZkError> {
-    Ok(Params::for_product_bound(product_bound(model))?)
+/// The parameter set of one stage's product, derived by both ends from its public weights: t
+/// just above the matrix's own largest product, so the noise budget is as large as it can be.
+pub fn stage_params(matrix: &QuantMatrix) -> Result<Params, ZkError> {
+    Ok(Params::for_weights(matrix.cols, &matrix.weights)?)
 }
 
+/// What every stage shares: the ring and the ciphertext modulus.
 pub fn params_summary(params: &Params) -> ParamsSummary {
     ParamsSummary {
         ring_degree: params.ring_degree() as u32,
         ciphertext_modulus: params.ciphertext_modulus(),
-        plaintext_modulus: params.plaintext_modulus(),
     }
 }
 
-/// The miner's free choices of a plan, as announced in Welcome.
-pub(crate) fn plan_choice(plan: &RhombusPlan) -> PlanChoice {
+/// The miner's choices for one stage, as announced in Welcome.
+pub(crate) fn plan_choice(params: &Params, plan: &RhombusPlan) -> PlanChoice {
     // Each value is below 64 (bits of a 54-bit modulus, log2 of at most N conjugates).
     let byte = |v: u32| u8::try_from(v).expect("plan parameters are below 256");
     PlanChoice {
+        log2_plaintext_modulus: byte(params.log2_plaintext_modulus()),
         log2_input_conjugates: byte(plan.log2_input_conjugates()),
         upload_bits: byte(plan.upload_bits()),
         input_digit_bits: byte(plan.input_digit_bits()),
@@ -100,12 +102,19 @@ pub(crate) fn plan_choice(plan: &RhombusPlan) -> PlanChoice {
     }
 }
 
-/// Rebuilds (and validates) an announced plan for a matrix of `matrix`'s shape.
+/// Rebuilds (and validates) an announced plan for `matrix`, whose parameters are `params`.
 pub(crate) fn plan_from_choice(
     params: &Params,
     matrix: &QuantMatrix,
     choice: PlanChoice,
 ) -> Result<RhombusPlan, ZkError> {
+    if u32::from(choice.log2_plaintext_modulus) != params.log2_plaintext_modulus() {
+        return Err(ZkError::ParamsMismatch(format!(
+            "the miner uses t = 2^{} for a matrix whose weights give t = 2^{}",
+            choice.log2_plaintext_modulus,
+            params.log2_plaintext_modulus()
+        )));
+    }
     Ok(RhombusPlan::new(
         params,
         matrix.cols,

@@ -11,25 +11,23 @@ use std::time::Instant;
 
 use based_model::{SqueezedModel, Stage};
 use based_rlwe::{
-    GaloisKeys, Params, RhombusMatrix, RhombusPlan, RhombusResult, RhombusUpload,
+    GaloisKeys, Params, RhombusKeys, RhombusMatrix, RhombusPlan, RhombusResult, RhombusUpload,
 };
 
 use crate::error::ZkError;
 use crate::wire::{self, CiphertextBatch, Message, PROTOCOL_VERSION, PlanChoice, WireError};
-use crate::{ModelIdentity, STAGES, encryption_params, params_summary, plan_choice, stage_index};
+use crate::{ModelIdentity, STAGES, params_summary, plan_choice, stage_index, stage_params};
 
 /// A model prepared for serving: every weight matrix encoded once for the ciphertext products,
 /// each with the plan (split point, digit bases) its own weights allow.
 pub struct MinerModel {
     identity: ModelIdentity,
-    params: Params,
-    layers: Vec<Vec<RhombusMatrix>>,
+    layers: Vec<Vec<EncodedStage>>,
 }
 
-/// The Galois keys one client published for its session.
-struct SessionKeys {
-    input: Option<GaloisKeys>,
-    tree: GaloisKeys,
+struct EncodedStage {
+    params: Params,
+    matrix: RhombusMatrix,
 }
 
 impl MinerModel {
@@ -40,31 +38,37 @@ impl MinerModel {
         identity: ModelIdentity,
         mut on_matrix: impl FnMut(usize, usize),
     ) -> Result<Self, ZkError> {
-        let params = encryption_params(model)?;
         let total = model.n_layers() * STAGES.len();
         let mut layers = Vec::with_capacity(model.n_layers());
         for layer in 0..model.n_layers() {
             let mut stages = Vec::with_capacity(STAGES.len());
             for stage in STAGES {
                 let weights = model.matrix(layer, stage);
+                let params = stage_params(weights)?;
                 let plan =
                     RhombusPlan::choose(&params, weights.cols, weights.rows, &weights.weights)?;
-                stages.push(RhombusMatrix::encode(&params, &plan, &weights.weights)?);
+                let matrix = RhombusMatrix::encode(&params, &plan, &weights.weights)?;
+                stages.push(EncodedStage { params, matrix });
                 on_matrix(layer * STAGES.len() + stages.len(), total);
             }
             layers.push(stages);
         }
-        Ok(Self { identity, params, layers })
+        Ok(Self { identity, layers })
     }
 
     /// Bytes held by the encoded weights: the miner's memory cost of the model.
     pub fn encoded_bytes(&self) -> usize {
-        self.layers.iter().flatten().map(RhombusMatrix::memory_bytes).sum()
+        self.layers.iter().flatten().map(|stage| stage.matrix.memory_bytes()).sum()
     }
 
     /// Every stage's plan, layer by layer in `STAGES` order, as Welcome announces them.
     pub fn plan_choices(&self) -> Vec<PlanChoice> {
-        self.layers.iter().flatten().map(|matrix| plan_choice(matrix.plan())).collect()
+        self.layers.iter().flatten().map(|s| plan_choice(&s.params, s.matrix.plan())).collect()
+    }
+
+    /// The ring and modulus every stage shares (t differs by stage).
+    fn shared_params(&self) -> &Params {
+        &self.layers[0][0].params
     }
 
     fn stage(&self, layer: u32, stage: Stage) -> Result<&RhombusMatrix, ZkError> {
@@ -72,7 +76,7 @@ impl MinerModel {
             .layers
             .get(layer as usize)
             .ok_or(ZkError::NoSuchLayer { layer, layers: self.layers.len() })?;
-        Ok(&stages[stage_index(stage)])
+        Ok(&stages[stage_index(stage)].matrix)
     }
 
     /// Parses a request's uploads (one per vector) against the stage's plan.
@@ -102,14 +106,15 @@ impl MinerModel {
         layer: u32,
         stage: Stage,
         inputs: &[RhombusUpload],
-        keys: &SessionKeys,
+        keys: &RhombusKeys,
     ) -> Result<Vec<Vec<RhombusResult>>, ZkError> {
-        Ok(self.stage(layer, stage)?.apply_batch(inputs, keys.input.as_ref(), &keys.tree)?)
+        Ok(self.stage(layer, stage)?.apply_batch(inputs, keys)?)
     }
 
-    fn decode_keys(&self, input: Option<Vec<u8>>, tree: &[u8]) -> Result<SessionKeys, ZkError> {
-        let input = input.map(|bytes| GaloisKeys::from_bytes(&self.params, &bytes)).transpose()?;
-        Ok(SessionKeys { input, tree: GaloisKeys::from_bytes(&self.params, tree)? })
+    fn decode_keys(&self, input: Option<Vec<u8>>, tree: &[u8]) -> Result<RhombusKeys, ZkError> {
+        let params = self.shared_params();
+        let input = input.map(|bytes| GaloisKeys::from_bytes(params, &bytes)).transpose()?;
+        Ok(RhombusKeys::from_parts(input, GaloisKeys::from_bytes(params, tree)?))
     }
 }
 
@@ -200,7 +205,7 @@ fn run_session(
             model_hash: model.identity.hash,
             model_name: model.identity.name.clone(),
             layers: model.layers.len() as u32,
-            params: params_summary(&model.params),
+            params: params_summary(model.shared_params()),
             plans: model.plan_choices(),
         },
     )?;

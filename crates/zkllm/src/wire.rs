@@ -29,7 +29,6 @@ pub type CiphertextBatch = Vec<Vec<Vec<u8>>>;
 pub struct ParamsSummary {
     pub ring_degree: u32,
     pub ciphertext_modulus: u64,
-    pub plaintext_modulus: u64,
 }
 
 /// How the miner computes one stage's product (`based_rlwe::RhombusPlan`'s free choices; the
@@ -37,6 +36,8 @@ pub struct ParamsSummary {
 /// Galois keys and to decrypt.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PlanChoice {
+    /// Each stage has its own t, just above its weights' largest product.
+    pub log2_plaintext_modulus: u8,
     pub log2_input_conjugates: u8,
     pub upload_bits: u8,
     /// 0 when the plan has no input conjugates.
@@ -161,10 +162,10 @@ impl Message {
                 out.extend_from_slice(&layers.to_le_bytes());
                 out.extend_from_slice(&params.ring_degree.to_le_bytes());
                 out.extend_from_slice(&params.ciphertext_modulus.to_le_bytes());
-                out.extend_from_slice(&params.plaintext_modulus.to_le_bytes());
                 out.extend_from_slice(&(plans.len() as u32).to_le_bytes());
                 for plan in plans {
                     out.extend_from_slice(&[
+                        plan.log2_plaintext_modulus,
                         plan.log2_input_conjugates,
                         plan.upload_bits,
                         plan.input_digit_bits,
@@ -218,7 +219,6 @@ impl Message {
                 params: ParamsSummary {
                     ring_degree: r.u32("ring degree")?,
                     ciphertext_modulus: r.u64("ciphertext modulus")?,
-                    plaintext_modulus: r.u64("plaintext modulus")?,
                 },
                 plans: r.plans()?,
             },
@@ -309,14 +309,15 @@ impl<'a> Reader<'a> {
     }
     fn plans(&mut self) -> Result<Vec<PlanChoice>, WireError> {
         let count = self.u32("plan count")? as usize;
-        let raw = self.take(count.saturating_mul(4), "plans")?;
+        let raw = self.take(count.saturating_mul(5), "plans")?;
         Ok(raw
-            .chunks_exact(4)
+            .chunks_exact(5)
             .map(|c| PlanChoice {
-                log2_input_conjugates: c[0],
-                upload_bits: c[1],
-                input_digit_bits: c[2],
-                tree_digit_bits: c[3],
+                log2_plaintext_modulus: c[0],
+                log2_input_conjugates: c[1],
+                upload_bits: c[2],
+                input_digit_bits: c[3],
+                tree_digit_bits: c[4],
             })
             .collect())
     }
@@ -398,10 +399,10 @@ mod tests {
                 params: ParamsSummary {
                     ring_degree: 2048,
                     ciphertext_modulus: 97,
-                    plaintext_modulus: 1 << 26,
                 },
                 plans: vec![
                     PlanChoice {
+                        log2_plaintext_modulus: 24,
                         log2_input_conjugates: 2,
                         upload_bits: 50,
                         input_digit_bits: 3,
