@@ -19,8 +19,7 @@ use rayon::prelude::*;
 use crate::error::ZkError;
 use crate::wire::{self, Message, PROTOCOL_VERSION, PlanChoice};
 use crate::{
-    ModelIdentity, STAGES, max_product, params_summary, plan_from_choice, stage_index,
-    stage_params,
+    ModelIdentity, STAGES, max_product, params_summary, plan_from_choice, stage_index, stage_params,
 };
 
 /// What one chat has cost on the wire and in the client's own cryptography.
@@ -111,7 +110,10 @@ impl EncryptedBackend {
         let keys = RhombusKeys::generate(&secret_key, &all_plans, &mut rng)?;
         let sent = wire::write_message(
             &mut writer,
-            &Message::Keys { input: keys.input().map(|k| k.to_bytes()), tree: keys.tree().to_bytes() },
+            &Message::Keys {
+                input: keys.input().map(|k| k.to_bytes()),
+                tree: keys.tree().to_bytes(),
+            },
         )? as u64;
         stats.bytes_up += sent;
         stats.key_bytes += sent;

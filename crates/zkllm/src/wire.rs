@@ -396,10 +396,7 @@ mod tests {
                 model_hash: [9; 32],
                 model_name: "smollm2-135m".into(),
                 layers: 30,
-                params: ParamsSummary {
-                    ring_degree: 2048,
-                    ciphertext_modulus: 97,
-                },
+                params: ParamsSummary { ring_degree: 2048, ciphertext_modulus: 97 },
                 plans: vec![
                     PlanChoice {
                         log2_plaintext_modulus: 24,

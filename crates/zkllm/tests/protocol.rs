@@ -246,7 +246,8 @@ fn honest_session(f: &Fixture, stage: Stage) -> HonestSession {
     let code = vec![3i8; plan.n_in()];
     let upload = rhombus_encrypt(&key.with_params(params), plan, &code, &mut rng).unwrap();
     let inverse = 2 * stages[0].0.ring_degree() - 1;
-    let useless = GaloisKeys::generate(&key, &[inverse], keys.tree().digit_bits(), &mut rng).unwrap();
+    let useless =
+        GaloisKeys::generate(&key, &[inverse], keys.tree().digit_bits(), &mut rng).unwrap();
     let input = keys.input().map(|k| k.to_bytes());
     HonestSession {
         keys: Message::Keys { input: input.clone(), tree: keys.tree().to_bytes() },
