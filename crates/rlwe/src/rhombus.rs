@@ -38,6 +38,7 @@ use crate::poly::{
     switch_to_power_of_two, to_residue,
 };
 use crate::rlwe::{SecretKey, encrypt_scaled, expand_mask_ntt};
+use crate::wire::{FORMAT_VERSION, read_header};
 
 const Q: u64 = CIPHERTEXT_MODULUS;
 const N: usize = RING_DEGREE;
@@ -1179,30 +1180,10 @@ fn multiply_assign(x: &mut NttCt, by: &ShoupVector) {
 
 const UPLOAD_MAGIC: [u8; 2] = *b"BX";
 const RESULT_MAGIC: [u8; 2] = *b"BY";
-const FORMAT_VERSION: u8 = 1;
 const UPLOAD_HEADER_BYTES: usize = 8;
 const RESULT_HEADER_BYTES: usize = 11;
 const UPLOAD_WHAT: &str = "Rhombus upload";
 const RESULT_WHAT: &str = "Rhombus result";
-
-fn read_header(
-    bytes: &[u8],
-    magic: [u8; 2],
-    header_bytes: usize,
-    what: &'static str,
-) -> Result<(), RlweError> {
-    if bytes.len() < header_bytes {
-        return Err(RlweError::WrongByteLength {
-            what,
-            expected: header_bytes,
-            actual: bytes.len(),
-        });
-    }
-    if bytes[..2] != magic || bytes[2] != FORMAT_VERSION || u32::from(bytes[3]) != LOG_N {
-        return Err(RlweError::BadHeader { what });
-    }
-    Ok(())
-}
 
 impl RhombusUpload {
     /// "BX", version 1, log2 N, log2 t, upload bits, log2 c, log2 g0, 32-byte seed, N values

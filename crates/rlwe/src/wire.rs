@@ -8,7 +8,7 @@ use crate::matmul::MatrixLayout;
 use crate::params::{MOD_SWITCH_HEADROOM_BITS, Params, RING_DEGREE};
 use crate::rlwe::{ResultCiphertext, UploadCiphertext};
 
-const FORMAT_VERSION: u8 = 1;
+pub(crate) const FORMAT_VERSION: u8 = 1;
 const UPLOAD_MAGIC: [u8; 2] = *b"BU";
 const RESULT_MAGIC: [u8; 2] = *b"BR";
 const UPLOAD_HEADER_BYTES: usize = 8;
@@ -103,8 +103,9 @@ fn check_length(bytes: &[u8], expected: usize, what: &'static str) -> Result<(),
     }
 }
 
-/// Checks length, magic, version and ring degree of a header; returns its log2 t.
-fn read_header(
+/// Checks length, magic, version and ring degree of a header (every format of this crate
+/// starts so); returns its log2 t.
+pub(crate) fn read_header(
     bytes: &[u8],
     magic: [u8; 2],
     header_bytes: usize,
