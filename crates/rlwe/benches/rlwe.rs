@@ -1,6 +1,6 @@
 //! Plain benchmark (no harness): prints a table of NTT, encryption, decryption and encrypted
 //! matrix-vector product timings for SmolLM2-135M's layer shapes, against a plain i8 product.
-//! Run: CARGO_TARGET_DIR=/work/target-rlwe cargo bench -p based-rlwe [-- rhombus]
+//! Run: cargo bench -p based-rlwe [-- rhombus [own-bound]]
 //! (BASED_RLWE_WEIGHTS=dir adds real SmolLM2 weights to the Rhombus tables, see `real_weights`).
 
 use std::hint::black_box;
@@ -55,9 +55,10 @@ fn micros(d: Duration) -> f64 {
 
 fn main() {
     let budget = Duration::from_millis(400);
-    // `cargo bench -p based-rlwe -- rhombus`: only the Rhombus tables.
+    // `cargo bench -p based-rlwe -- rhombus [own-bound]`: only the Rhombus tables (only the
+    // real weights with t from their own bound, the regime the protocol uses).
     if std::env::args().any(|arg| arg == "rhombus") {
-        rhombus_rows(budget);
+        rhombus_rows(budget, std::env::args().any(|arg| arg == "own-bound"));
         return;
     }
     let plan = Plan::try_new(RING_DEGREE, CIPHERTEXT_MODULUS).expect("NTT plan");
@@ -204,7 +205,7 @@ fn main() {
         memory as f64 / 1e9
     );
     packing_rows(budget);
-    rhombus_rows(budget);
+    rhombus_rows(budget, false);
 }
 
 /// Output packing (automorphisms + key switching) at power-of-two input blocks: per stage the
@@ -356,7 +357,7 @@ fn real_weights(layer: usize, stage: &str, n_out: usize, n_in: usize) -> Option<
 /// Rhombus products (one upload per vector, packed results): per stage the plan the noise
 /// allows for the given weights, bytes, key switches, miner and client times; per SmolLM2 token
 /// the totals and the Galois keys uploaded once per session.
-fn rhombus_rows(budget: Duration) {
+fn rhombus_rows(budget: Duration, own_bound_only: bool) {
     // The tree's key switch in NTT form: 64 outputs of 2048 inputs make 64 one-row
     // accumulators, so apply is 68 key switches and only 64 ct x pt products.
     let mut rng = ChaCha20Rng::seed_from_u64(7);
@@ -409,6 +410,9 @@ fn rhombus_rows(budget: Duration) {
         ));
     }
     for (regime, layer, own_bound) in regimes {
+        if own_bound_only && !own_bound {
+            continue;
+        }
         println!(
             "\nRhombus, weights: {regime}\n{:<8} {:>3} {:>2} {:>9} {:>7} {:>8} {:>8} {:>9} {:>6} {:>9} {:>9} {:>8} {:>8} {:>6} {:>7} {:>6} {:>15}",
             "stage",

@@ -211,14 +211,8 @@ impl GaloisKeys {
         galois_keys_bytes(self.keys.len(), self.digit_bits)
     }
 
-    /// The key for `k` as (NTT(a_i) N^-1, NTT(b_i) N^-1) per digit, for key switches done
+    /// Every key as (k, (NTT(a_i) N^-1, NTT(b_i) N^-1) per digit), for key switches done
     /// directly in NTT form (crate `rhombus`).
-    pub(crate) fn key_ntt(&self, k: usize) -> Result<KeyNtt<'_>, RlweError> {
-        let key = self.key(k)?;
-        Ok((&key.a_ntt, &key.b_ntt))
-    }
-
-    /// Every key as (k, its [`Self::key_ntt`] parts).
     pub(crate) fn keys_ntt(&self) -> impl Iterator<Item = (usize, KeyNtt<'_>)> {
         self.keys.iter().map(|key| (key.k, (key.a_ntt.as_slice(), key.b_ntt.as_slice())))
     }

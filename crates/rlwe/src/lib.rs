@@ -37,6 +37,7 @@
 
 mod error;
 mod galois;
+mod lanes;
 mod matmul;
 mod ntt;
 mod packing;

@@ -29,13 +29,14 @@ use rayon::prelude::*;
 
 use crate::error::RlweError;
 use crate::galois::{GaloisKeys, KeyNtt, MAX_DIGIT_BITS, MIN_DIGIT_BITS, decompose, gadget_digits};
+use crate::lanes::{PairTerm, paired_sums, split, split_all, split_scaled};
 use crate::params::{
     CIPHERTEXT_MODULUS, CIPHERTEXT_MODULUS_BITS, MAX_ABS_INPUT, MAX_LOG2_PLAINTEXT_MODULUS,
     MIN_NOISE_SIGMAS, Params, RING_DEGREE,
 };
 use crate::poly::{
-    LAZY_TERMS, add_mod_q, centred, reduce_wide, sub_mod_q, switch_from_power_of_two,
-    switch_to_power_of_two, to_residue,
+    add_mod_q, centred, reduce_wide, sub_mod_q, switch_from_power_of_two, switch_to_power_of_two,
+    to_residue,
 };
 use crate::rlwe::{SecretKey, encrypt_scaled, expand_mask_ntt};
 use crate::wire::{FORMAT_VERSION, read_header};
@@ -54,6 +55,13 @@ const COST_MAC: f64 = 0.3;
 struct NttCt {
     a: Vec<u64>,
     b: Vec<u64>,
+}
+
+impl NttCt {
+    /// The same ciphertext in split form, for [`paired_sums`].
+    fn split(self) -> Self {
+        Self { a: split_all(&self.a), b: split_all(&self.b) }
+    }
 }
 
 /// How one n_out x n_in product is computed: the split point and the digit bases (the "plan"
@@ -638,18 +646,35 @@ pub struct RhombusKeys {
     /// Miner side, built on first use: the input keys with their NTT slots pre-permuted by
     /// their automorphism, so that a hoisted conjugate multiplies the shared digits slot by
     /// slot and permutes only its result (2 gathers per slot instead of one per digit).
+    /// Split and scaled for [`paired_sums`], as are the tree keys.
     prepared: OnceLock<HashMap<usize, PreparedKey>>,
+    tree_split: OnceLock<HashMap<usize, SplitKey>>,
+}
+
+/// A key's digit polynomials (a and b parts, NTT form), split and scaled for
+/// [`paired_sums`].
+struct SplitKey {
+    a: Vec<Vec<u64>>,
+    b: Vec<Vec<u64>>,
+}
+
+impl SplitKey {
+    fn of(key_a: &[Vec<u64>], key_b: &[Vec<u64>]) -> Self {
+        let all = |polys: &[Vec<u64>]| {
+            polys.iter().map(|p| p.iter().map(|&v| split_scaled(v)).collect()).collect()
+        };
+        Self { a: all(key_a), b: all(key_b) }
+    }
 }
 
 struct PreparedKey {
-    a: Vec<Vec<u64>>,
-    b: Vec<Vec<u64>>,
+    key: SplitKey,
     permutation: Vec<u32>,
 }
 
 impl RhombusKeys {
     pub fn from_parts(input: Option<GaloisKeys>, tree: GaloisKeys) -> Self {
-        Self { input, tree, prepared: OnceLock::new() }
+        Self { input, tree, prepared: OnceLock::new(), tree_split: OnceLock::new() }
     }
 
     pub fn input(&self) -> Option<&GaloisKeys> {
@@ -705,9 +730,18 @@ impl RhombusKeys {
                             })
                             .collect()
                     };
-                    (k, PreparedKey { a: permute(a), b: permute(b), permutation })
+                    let key = SplitKey::of(&permute(a), &permute(b));
+                    (k, PreparedKey { key, permutation })
                 })
                 .collect()
+        })
+    }
+
+    /// The tree keys in split form, built once.
+    fn tree_split(&self) -> &HashMap<usize, SplitKey> {
+        self.tree_split.get_or_init(|| {
+            let keys: Vec<(usize, KeyNtt<'_>)> = self.tree.keys_ntt().collect();
+            keys.into_par_iter().map(|(k, (a, b))| (k, SplitKey::of(a, b))).collect()
         })
     }
 
@@ -780,7 +814,8 @@ impl ShoupVector {
 pub struct RhombusMatrix {
     params: Params,
     plan: RhombusPlan,
-    /// NTT(S^-1 omega'_ij) by block, then accumulator, then conjugate; unscaled, N values each.
+    /// NTT(S^-1 omega'_ij) by block, then accumulator, then conjugate; unscaled, N values each,
+    /// split and scaled for [`paired_sums`].
     weights: Vec<Vec<u64>>,
     energy: NoiseEnergy,
     automorphisms: Automorphisms,
@@ -818,7 +853,7 @@ impl RhombusMatrix {
                         .map(|w| mul_mod(to_residue(w), s_inverse))
                         .collect();
                 params.ntt().forward(&mut poly);
-                poly
+                poly.into_iter().map(split_scaled).collect()
             })
             .collect();
         let mut permutations = HashMap::new();
@@ -869,7 +904,7 @@ impl RhombusMatrix {
         let conjugates = self.conjugates(upload, keys)?;
         (0..self.plan.result_cts())
             .into_par_iter()
-            .map(|block| self.block_result(&conjugates, block, keys.tree()))
+            .map(|block| self.block_result(&conjugates, block, keys))
             .collect()
     }
 
@@ -944,7 +979,8 @@ impl RhombusMatrix {
         Ok(())
     }
 
-    /// The g0 conjugates tau_j(upload), in NTT form, from one hoisted decomposition.
+    /// The g0 conjugates tau_j(upload), in NTT form, from one hoisted decomposition; split
+    /// for the products.
     fn conjugates(
         &self,
         upload: &RhombusUpload,
@@ -959,7 +995,7 @@ impl RhombusMatrix {
         ntt.scale_by_inverse_n(&mut b);
         let identity = NttCt { a, b };
         let Some(input) = keys.input().filter(|_| self.plan.g0() > 1) else {
-            return Ok(vec![identity]);
+            return Ok(vec![identity.split()]);
         };
         let digits = ntt_digits(&self.params, &identity.a, None, input.digit_bits());
         let prepared = keys.prepared(&self.params);
@@ -972,11 +1008,11 @@ impl RhombusMatrix {
                     what: "Galois keys",
                     detail: format!("no key for the automorphism X -> X^{k}"),
                 })?;
-                Ok(switch_hoisted(&digits, key, &identity.b))
+                Ok(switch_hoisted(&digits, key, &identity.b).split())
             })
             .collect::<Result<_, RlweError>>()?;
         let mut all = Vec::with_capacity(self.plan.g0());
-        all.push(identity);
+        all.push(identity.split());
         all.extend(others);
         Ok(all)
     }
@@ -986,7 +1022,7 @@ impl RhombusMatrix {
         &self,
         conjugates: &[NttCt],
         block: usize,
-        keys: &GaloisKeys,
+        keys: &RhombusKeys,
     ) -> Result<RhombusResult, RlweError> {
         let plan = &self.plan;
         let g0 = plan.g0();
@@ -1025,7 +1061,7 @@ impl RhombusMatrix {
     /// k = N / h + 1, all in NTT form (see `crate::packing` for why the garbage cancels).
     fn pack_tree(
         &self,
-        keys: &GaloisKeys,
+        keys: &RhombusKeys,
         nodes: Vec<Option<NttCt>>,
     ) -> Result<Option<NttCt>, RlweError> {
         let len = nodes.len();
@@ -1045,11 +1081,14 @@ impl RhombusMatrix {
         let k = N / h + 1;
         let shift = &self.automorphisms.shifts[h.trailing_zeros() as usize];
         let switch = |ct: &NttCt| -> Result<NttCt, RlweError> {
-            let (key_a, key_b) = keys.key_ntt(k)?;
+            let key = keys.tree_split().get(&k).ok_or_else(|| RlweError::LayoutMismatch {
+                what: "Galois keys",
+                detail: format!("no key for the automorphism X -> X^{k}"),
+            })?;
             // One node, one automorphism: rotate a in coefficient form (one pass) so that the
             // digits meet the keys slot by slot, instead of gathering every digit.
-            let digits = ntt_digits(&self.params, &ct.a, Some(k), keys.digit_bits());
-            Ok(switch_rotated(&digits, key_a, key_b, &ct.b, &self.automorphisms.permutations[&k]))
+            let digits = ntt_digits(&self.params, &ct.a, Some(k), keys.tree().digit_bits());
+            Ok(switch_rotated(&digits, key, &ct.b, &self.automorphisms.permutations[&k]))
         };
         Ok(match (even, odd) {
             (None, None) => None,
@@ -1080,7 +1119,7 @@ impl RhombusMatrix {
 }
 
 /// Gadget digits of a polynomial given in NTT form (times N^-1), optionally after the
-/// automorphism X -> X^k, each forward-transformed.
+/// automorphism X -> X^k, each forward-transformed and split.
 fn ntt_digits(
     params: &Params,
     a_scaled: &[u64],
@@ -1096,76 +1135,53 @@ fn ntt_digits(
     let mut digits = decompose(&a, digit_bits);
     for digit in &mut digits {
         ntt.forward(digit);
+        digit.iter_mut().for_each(|v| *v = split(*v));
     }
     digits
 }
 
-/// sigma_k(ct) switched back to s, from the gadget digits of sigma_k(ct.a) (NTT form) and ct.b
-/// (NTT form, times N^-1): sigma_k of ct.b is a permutation of its NTT slots. Keys are
-/// NTT(key) N^-1, so the result is in the same scaled NTT form.
+/// `(sum_d digit_d key.a_d, init_b + sum_d digit_d key.b_d)`: the key-switching sums.
+fn key_switch_sums(digits: &[Vec<u64>], key: &SplitKey, init_b: &[u64]) -> NttCt {
+    let terms: Vec<PairTerm<'_>> = digits
+        .iter()
+        .zip(key.a.iter().zip(&key.b))
+        .map(|(digit, (a, b))| PairTerm { shared: digit, first: a, second: b })
+        .collect();
+    let (a, b) = paired_sums(&terms, Some(init_b));
+    NttCt { a, b }
+}
+
+/// sigma_k(ct) switched back to s, from the split gadget digits of sigma_k(ct.a) (NTT form)
+/// and ct.b (NTT form, times N^-1): sigma_k of ct.b is a permutation of its NTT slots. Keys
+/// are NTT(key) N^-1, so the result is in the same scaled NTT form.
 fn switch_rotated(
     digits: &[Vec<u64>],
-    key_a: &[Vec<u64>],
-    key_b: &[Vec<u64>],
+    key: &SplitKey,
     b_scaled: &[u64],
     permutation: &[u32],
 ) -> NttCt {
-    let mut a = vec![0u64; N];
-    let mut b = vec![0u64; N];
-    for (i, &from) in permutation.iter().enumerate() {
-        let (mut wide_a, mut wide_b) = (0u128, u128::from(b_scaled[from as usize]));
-        for ((digit, ka), kb) in digits.iter().zip(key_a).zip(key_b) {
-            let d = u128::from(digit[i]);
-            wide_a += d * u128::from(ka[i]);
-            wide_b += d * u128::from(kb[i]);
-        }
-        a[i] = reduce_wide(wide_a);
-        b[i] = reduce_wide(wide_b);
-    }
-    NttCt { a, b }
+    let rotated_b: Vec<u64> = permutation.iter().map(|&from| b_scaled[from as usize]).collect();
+    key_switch_sums(digits, key, &rotated_b)
 }
 
 /// A hoisted conjugate: the digits of the unrotated mask meet the pre-permuted key slot by
 /// slot (slot m of the rotated ciphertext is slot perm^-1(m) of the result), then the sums and
 /// ct.b are permuted once: slot i of the result is slot perm(i) of the sums.
 fn switch_hoisted(digits: &[Vec<u64>], key: &PreparedKey, b_scaled: &[u64]) -> NttCt {
-    let mut sum_a = vec![0u64; N];
-    let mut sum_b = vec![0u64; N];
-    for m in 0..N {
-        let (mut wide_a, mut wide_b) = (0u128, u128::from(b_scaled[m]));
-        for ((digit, ka), kb) in digits.iter().zip(&key.a).zip(&key.b) {
-            let d = u128::from(digit[m]);
-            wide_a += d * u128::from(ka[m]);
-            wide_b += d * u128::from(kb[m]);
-        }
-        sum_a[m] = reduce_wide(wide_a);
-        sum_b[m] = reduce_wide(wide_b);
-    }
+    let sums = key_switch_sums(digits, &key.key, b_scaled);
     let permute = |sum: &[u64]| key.permutation.iter().map(|&from| sum[from as usize]).collect();
-    NttCt { a: permute(&sum_a), b: permute(&sum_b) }
+    NttCt { a: permute(&sums.a), b: permute(&sums.b) }
 }
 
-/// sum_j conjugate_j * weight_j pointwise (lazy 128-bit sums, reduced every LAZY_TERMS).
+/// sum_j conjugate_j * weight_j pointwise, both split.
 fn accumulate(conjugates: &[NttCt], weights: &[Vec<u64>]) -> NttCt {
-    let mut wide_a = vec![0u128; N];
-    let mut wide_b = vec![0u128; N];
-    for (chunk_index, chunk) in
-        conjugates.iter().zip(weights).collect::<Vec<_>>().chunks(LAZY_TERMS).enumerate()
-    {
-        if chunk_index > 0 {
-            wide_a
-                .iter_mut()
-                .chain(wide_b.iter_mut())
-                .for_each(|x| *x = u128::from(reduce_wide(*x)));
-        }
-        for (ct, w) in chunk {
-            crate::poly::mul_accumulate_wide(&mut wide_a, &mut wide_b, &ct.a, &ct.b, w);
-        }
-    }
-    NttCt {
-        a: wide_a.into_iter().map(reduce_wide).collect(),
-        b: wide_b.into_iter().map(reduce_wide).collect(),
-    }
+    let terms: Vec<PairTerm<'_>> = conjugates
+        .iter()
+        .zip(weights)
+        .map(|(ct, w)| PairTerm { shared: w, first: &ct.a, second: &ct.b })
+        .collect();
+    let (a, b) = paired_sums(&terms, None);
+    NttCt { a, b }
 }
 
 fn add_assign(x: &mut NttCt, y: &NttCt) {
