@@ -70,32 +70,37 @@ pub(crate) fn automorphism(poly: &[u64], k: usize) -> Vec<u64> {
 
 /// Balanced base-2^B digits of every coefficient above the lowest B bits (which are rounded
 /// away): digit i (weight 2^(B (i+1))) of coefficient m at [i][m], as residues mod q.
+/// Digit-major passes over all coefficients (each carrying what is left of its value), so
+/// that every pass is a branch-free loop the compiler vectorises.
 pub(crate) fn decompose(poly: &[u64], digit_bits: u32) -> Vec<Vec<u64>> {
     let digits = gadget_digits(digit_bits);
-    let mut out = vec![vec![0u64; N]; digits];
     let base = 1i64 << digit_bits;
     let half = base >> 1;
-    let residue = |d: i64| if d < 0 { (Q as i64 + d) as u64 } else { d as u64 };
-    for (m, &c) in poly.iter().enumerate() {
-        let mut value = centred(c, Q);
-        // Round away the lowest digit.
-        let mut low = value & (base - 1);
-        if low >= half {
-            low -= base;
-        }
-        value = (value - low) >> digit_bits;
-        let (top, rest) = out.split_last_mut().expect("at least one digit");
-        for digit in rest {
-            let mut d = value & (base - 1);
-            if d >= half {
-                d -= base;
-            }
-            digit[m] = residue(d);
-            value = (value - d) >> digit_bits;
-        }
-        // What is left (|value| < 2^(53 - B digits) + 1 <= 2^(B-1) + 1) is the top digit.
-        top[m] = residue(value);
+    // The balanced digit of v: its low B bits, taken in [-2^(B-1), 2^(B-1)).
+    let balanced = move |v: i64| ((v + half) & (base - 1)) - half;
+    let residue = |d: i64| (d + ((d >> 63) & Q as i64)) as u64;
+    // Round away the lowest digit.
+    let mut rest: Vec<i64> = poly
+        .iter()
+        .map(|&c| {
+            let value = centred(c, Q);
+            (value - balanced(value)) >> digit_bits
+        })
+        .collect();
+    let mut out = Vec::with_capacity(digits);
+    for _ in 1..digits {
+        let digit = rest
+            .iter_mut()
+            .map(|value| {
+                let d = balanced(*value);
+                *value = (*value - d) >> digit_bits;
+                residue(d)
+            })
+            .collect();
+        out.push(digit);
     }
+    // What is left (|value| < 2^(53 - B digits) + 1 <= 2^(B-1) + 1) is the top digit.
+    out.push(rest.into_iter().map(residue).collect());
     out
 }
 
