@@ -45,10 +45,11 @@ const Q: u64 = CIPHERTEXT_MODULUS;
 const N: usize = RING_DEGREE;
 const LOG_N: u32 = RING_DEGREE.trailing_zeros();
 
-/// Relative costs, in forward NTTs, of the miner's steps (measured: NTT 10 us, one pointwise
-/// multiply-accumulate of both halves of a ciphertext about 3 us); used to rank plans.
+/// Relative costs, in forward NTTs, of the miner's steps (measured on the 2-core EPYC: NTT
+/// 14 us, one product of both halves of a ciphertext in `lanes` about 3 us); used to rank
+/// plans.
 const COST_NTT: f64 = 1.0;
-const COST_MAC: f64 = 0.3;
+const COST_MAC: f64 = 0.2;
 
 /// A ciphertext in NTT form, every value times N^-1 (one inverse NTT gives coefficients).
 #[derive(Clone)]
@@ -64,13 +65,20 @@ impl NttCt {
     }
 }
 
-/// How one n_out x n_in product is computed: the split point and the digit bases (the "plan"
-/// the miner publishes with the model; the client needs it to encrypt, decrypt and make keys).
+/// How one n_out x n_in product is computed: the input's column parts, the split point and
+/// the digit bases (the "plan" the miner publishes with the model; the client needs it to
+/// encrypt, decrypt and make keys).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RhombusPlan {
     n_in: usize,
     n_out: usize,
     log2_t: u32,
+    /// The input's columns, each uploaded as its own ciphertext padded to a power of two,
+    /// widest first: one part padded to the next power of two, or (`new_split`) the largest
+    /// power of two below n_in and the rest, so that 576 inputs cost 512 + 64 slots of
+    /// products instead of 1024.
+    parts: Vec<ColumnPart>,
+    /// log2 c of the widest part (carried in result headers).
     log2_c: u32,
     u: u32,
     upload_bits: u32,
@@ -80,9 +88,58 @@ pub struct RhombusPlan {
     result_bits: u32,
 }
 
+/// One uploaded part of the input: columns start..start + len, padded to c = 2^log2_c.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct ColumnPart {
+    start: usize,
+    len: usize,
+    log2_c: u32,
+}
+
+impl ColumnPart {
+    fn h(&self) -> u32 {
+        LOG_N - self.log2_c
+    }
+}
+
+/// How the input's columns are uploaded (see [`RhombusPlan::new`] and
+/// [`RhombusPlan::new_split`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ColumnLayout {
+    /// One upload, padded to the next power of two.
+    Padded,
+    /// Two uploads: the largest power of two below n_in, and the rest padded.
+    Split,
+}
+
+impl ColumnLayout {
+    fn parts(self, n_in: usize) -> Option<Vec<ColumnPart>> {
+        let padded = ColumnPart { start: 0, len: n_in, log2_c: n_in.next_power_of_two().ilog2() };
+        match self {
+            ColumnLayout::Padded => Some(vec![padded]),
+            ColumnLayout::Split => {
+                let wide = 1usize << n_in.ilog2();
+                let rest = n_in - wide;
+                // A rest as wide as the first part saves no products (two uploads for one).
+                (rest > 0 && rest.next_power_of_two() < wide).then(|| {
+                    vec![
+                        ColumnPart { start: 0, len: wide, log2_c: wide.ilog2() },
+                        ColumnPart {
+                            start: wide,
+                            len: rest,
+                            log2_c: rest.next_power_of_two().ilog2(),
+                        },
+                    ]
+                })
+            }
+        }
+    }
+}
+
 impl RhombusPlan {
-    /// A plan with explicit choices (2^log2_g0 input conjugates, upload rounding, digit bases).
-    /// `input_digit_bits` must be 0 when log2_g0 = 0.
+    /// A plan with explicit choices for one upload padded to a power of two (2^log2_g0 input
+    /// conjugates, upload rounding, digit bases). `input_digit_bits` must be 0 when
+    /// log2_g0 = 0.
     pub fn new(
         params: &Params,
         n_in: usize,
@@ -92,6 +149,35 @@ impl RhombusPlan {
         input_digit_bits: u32,
         tree_digit_bits: u32,
     ) -> Result<Self, RlweError> {
+        let choices = (log2_g0, upload_bits, input_digit_bits, tree_digit_bits);
+        Self::with_layout(params, n_in, n_out, ColumnLayout::Padded, choices)
+    }
+
+    /// [`Self::new`] with the input in two uploads, the largest power of two below n_in and
+    /// the rest (fails when that saves nothing: n_in a power of two, or a rest as wide);
+    /// log2_g0 counts the conjugates of the wider part (the other has fewer: same split point).
+    pub fn new_split(
+        params: &Params,
+        n_in: usize,
+        n_out: usize,
+        log2_g0: u32,
+        upload_bits: u32,
+        input_digit_bits: u32,
+        tree_digit_bits: u32,
+    ) -> Result<Self, RlweError> {
+        let choices = (log2_g0, upload_bits, input_digit_bits, tree_digit_bits);
+        Self::with_layout(params, n_in, n_out, ColumnLayout::Split, choices)
+    }
+
+    /// The plan for `layout` with (log2_g0 of the widest part, upload bits, input digit bits,
+    /// tree digit bits).
+    pub fn with_layout(
+        params: &Params,
+        n_in: usize,
+        n_out: usize,
+        layout: ColumnLayout,
+        (log2_g0, upload_bits, input_digit_bits, tree_digit_bits): (u32, u32, u32, u32),
+    ) -> Result<Self, RlweError> {
         if n_in == 0 || n_out == 0 {
             return Err(RlweError::EmptyMatrix { n_out, n_in });
         }
@@ -99,12 +185,22 @@ impl RhombusPlan {
         if n_in > N {
             return Err(mismatch(format!("{n_in} inputs, at most {N} per ciphertext")));
         }
-        let log2_c = n_in.next_power_of_two().trailing_zeros();
+        let parts = layout.parts(n_in).ok_or_else(|| {
+            mismatch(format!("{n_in} inputs gain nothing from a split into two uploads"))
+        })?;
+        let log2_c = parts[0].log2_c;
         let u = LOG_N - log2_c + log2_g0;
         if u > LOG_N || params.log2_plaintext_modulus() + log2_g0 > MAX_LOG2_PLAINTEXT_MODULUS {
             return Err(mismatch(format!(
                 "2^{log2_g0} input conjugates: split point {u} beyond log N = {LOG_N} or \
                  t g0 above 2^{MAX_LOG2_PLAINTEXT_MODULUS}"
+            )));
+        }
+        if let Some(narrow) = parts.iter().find(|part| part.h() > u) {
+            return Err(mismatch(format!(
+                "split point {u} below log N - log2 c = {} of the {}-input part",
+                narrow.h(),
+                narrow.len
             )));
         }
         if !(params.packed_result_modulus_bits()..=CIPHERTEXT_MODULUS_BITS).contains(&upload_bits) {
@@ -123,6 +219,7 @@ impl RhombusPlan {
             n_in,
             n_out,
             log2_t: params.log2_plaintext_modulus(),
+            parts,
             log2_c,
             u,
             upload_bits,
@@ -133,8 +230,9 @@ impl RhombusPlan {
     }
 
     /// The plan with the lowest estimated miner cost whose decryption keeps the 8-sigma margin
-    /// for these very weights (n_out x n_in, row major), then the coarsest upload rounding that
-    /// still keeps it. Fails if a row exceeds the product bound or nothing fits.
+    /// for these very weights (n_out x n_in, row major), over both column layouts, then the
+    /// coarsest upload rounding that still keeps it. Fails if a row exceeds the product bound
+    /// or nothing fits.
     pub fn choose(
         params: &Params,
         n_in: usize,
@@ -142,57 +240,40 @@ impl RhombusPlan {
         weights_row_major: &[i8],
     ) -> Result<Self, RlweError> {
         check_weights(params, n_in, n_out, weights_row_major)?;
-        let log2_c = n_in.next_power_of_two().trailing_zeros();
-        let h = LOG_N - log2_c;
-        let widest_rows = n_out.min(N).next_power_of_two().trailing_zeros().max(h);
-        let max_log2_g0 = (widest_rows - h)
-            .min(MAX_LOG2_PLAINTEXT_MODULUS.saturating_sub(params.log2_plaintext_modulus()));
         let mut best: Option<(f64, Self)> = None;
         let mut closest = f64::NEG_INFINITY;
-        for log2_g0 in 0..=max_log2_g0 {
-            let base = Self::new(
-                params,
-                n_in,
-                n_out,
-                log2_g0,
-                CIPHERTEXT_MODULUS_BITS,
-                if log2_g0 == 0 { 0 } else { MAX_DIGIT_BITS },
-                MAX_DIGIT_BITS,
-            )?;
-            let energy = NoiseEnergy::of(&base, weights_row_major);
-            let input_choices: Vec<u32> = if log2_g0 == 0 {
-                vec![0]
-            } else {
-                (MIN_DIGIT_BITS..=MAX_DIGIT_BITS).rev().collect()
-            };
-            let mut feasible = false;
-            for input_digit_bits in input_choices {
-                let tree = (MIN_DIGIT_BITS..=MAX_DIGIT_BITS).rev().find(|&bits| {
-                    let candidate =
-                        Self { input_digit_bits, tree_digit_bits: bits, ..base.clone() };
-                    let sigmas = energy.sigmas(params, &candidate);
-                    closest = closest.max(sigmas);
-                    sigmas >= MIN_NOISE_SIGMAS
-                });
-                let Some(tree_digit_bits) = tree else { continue };
-                feasible = true;
-                let candidate = Self { input_digit_bits, tree_digit_bits, ..base.clone() };
-                let cost = candidate.estimated_cost();
-                if best.as_ref().is_none_or(|(best_cost, _)| cost < *best_cost) {
-                    best = Some((cost, candidate));
+        for layout in [ColumnLayout::Padded, ColumnLayout::Split] {
+            let Some(parts) = layout.parts(n_in) else { continue };
+            let widest_h = parts[0].h();
+            let narrowest_h = parts.iter().map(ColumnPart::h).max().unwrap_or(widest_h);
+            let widest_rows = n_out.min(N).next_power_of_two().trailing_zeros().max(narrowest_h);
+            let max_log2_g0 = (widest_rows - widest_h)
+                .min(MAX_LOG2_PLAINTEXT_MODULUS.saturating_sub(params.log2_plaintext_modulus()));
+            for log2_g0 in narrowest_h - widest_h..=max_log2_g0 {
+                let Some(found) = Self::best_digits(
+                    params,
+                    n_in,
+                    n_out,
+                    weights_row_major,
+                    layout,
+                    log2_g0,
+                    &mut closest,
+                )?
+                else {
+                    // More conjugates only add noise (g0^2 on the fresh term, more
+                    // conjugates' key-switch noise): stop at the first g0 nothing fits.
+                    break;
+                };
+                if best.as_ref().is_none_or(|(best_cost, _)| found.0 < *best_cost) {
+                    best = Some(found);
                 }
-            }
-            // More conjugates only add noise (g0^2 on the fresh term, more conjugates'
-            // key-switch noise): stop at the first g0 nothing fits.
-            if !feasible {
-                break;
             }
         }
         let (_, mut plan) = best.ok_or(RlweError::NoiseBudgetExceeded {
             sigmas: closest,
             required: MIN_NOISE_SIGMAS,
         })?;
-        // One upload per vector: rounding saves little, so only take what the margin allows.
+        // Uploads are small: rounding saves little, so only take what the margin allows.
         let energy = NoiseEnergy::of(&plan, weights_row_major);
         plan.upload_bits = (params.packed_result_modulus_bits()..=CIPHERTEXT_MODULUS_BITS)
             .find(|&bits| {
@@ -203,6 +284,51 @@ impl RhombusPlan {
         Ok(plan)
     }
 
+    /// The cheapest (cost, plan) over the digit bases that keep the margin for `layout` and
+    /// 2^log2_g0 conjugates of the widest part, or None if no digits fit; `closest` records
+    /// the best margin seen (for the error when nothing fits anywhere).
+    fn best_digits(
+        params: &Params,
+        n_in: usize,
+        n_out: usize,
+        weights_row_major: &[i8],
+        layout: ColumnLayout,
+        log2_g0: u32,
+        closest: &mut f64,
+    ) -> Result<Option<(f64, Self)>, RlweError> {
+        let base = Self::with_layout(
+            params,
+            n_in,
+            n_out,
+            layout,
+            (
+                log2_g0,
+                CIPHERTEXT_MODULUS_BITS,
+                if log2_g0 == 0 { 0 } else { MAX_DIGIT_BITS },
+                MAX_DIGIT_BITS,
+            ),
+        )?;
+        let energy = NoiseEnergy::of(&base, weights_row_major);
+        let input_choices: Vec<u32> =
+            if log2_g0 == 0 { vec![0] } else { (MIN_DIGIT_BITS..=MAX_DIGIT_BITS).rev().collect() };
+        let mut best: Option<(f64, Self)> = None;
+        for input_digit_bits in input_choices {
+            let tree = (MIN_DIGIT_BITS..=MAX_DIGIT_BITS).rev().find(|&bits| {
+                let candidate = Self { input_digit_bits, tree_digit_bits: bits, ..base.clone() };
+                let sigmas = energy.sigmas(params, &candidate);
+                *closest = closest.max(sigmas);
+                sigmas >= MIN_NOISE_SIGMAS
+            });
+            let Some(tree_digit_bits) = tree else { continue };
+            let candidate = Self { input_digit_bits, tree_digit_bits, ..base.clone() };
+            let cost = candidate.estimated_cost();
+            if best.as_ref().is_none_or(|(best_cost, _)| cost < *best_cost) {
+                best = Some((cost, candidate));
+            }
+        }
+        Ok(best)
+    }
+
     pub fn n_in(&self) -> usize {
         self.n_in
     }
@@ -211,9 +337,19 @@ impl RhombusPlan {
         self.n_out
     }
 
-    /// log2 of the input conjugates g0 (0: none, no input keys).
+    /// log2 of the input conjugates g0 of the widest column part (0: none, no input keys).
     pub fn log2_input_conjugates(&self) -> u32 {
-        self.u - self.h()
+        self.u - self.parts[0].h()
+    }
+
+    /// How the input's columns are uploaded.
+    pub fn column_layout(&self) -> ColumnLayout {
+        if self.parts.len() == 1 { ColumnLayout::Padded } else { ColumnLayout::Split }
+    }
+
+    /// Upload ciphertexts per input vector (one per column part).
+    pub fn upload_cts(&self) -> usize {
+        self.parts.len()
     }
 
     /// log2 of the rows per accumulator (the split point u).
@@ -234,12 +370,24 @@ impl RhombusPlan {
         self.tree_digit_bits
     }
 
-    fn h(&self) -> u32 {
-        LOG_N - self.log2_c
+    /// Input conjugates of one column part: 2^(u - h) for the same split point.
+    fn part_g0(&self, part: &ColumnPart) -> usize {
+        1 << (self.u - part.h())
     }
 
-    fn g0(&self) -> usize {
-        1 << self.log2_input_conjugates()
+    /// Conjugates of all parts, i.e. the ciphertext x plaintext products per accumulator.
+    fn conjugates_per_accumulator(&self) -> usize {
+        self.parts.iter().map(|part| self.part_g0(part)).sum()
+    }
+
+    /// (log2 t, upload bits, log2 c, log2 g0) of a part's upload.
+    fn upload_header(&self, part: &ColumnPart) -> [u32; 4] {
+        [self.log2_t, self.upload_bits, part.log2_c, self.part_g0(part).ilog2()]
+    }
+
+    /// Whether any part has input conjugates (and so needs input keys).
+    fn has_input_conjugates(&self) -> bool {
+        self.parts.iter().any(|part| self.part_g0(part) > 1)
     }
 
     fn stride(&self) -> usize {
@@ -284,9 +432,17 @@ impl RhombusPlan {
         p * self.stride() + self.slot(block, accumulator)
     }
 
-    /// Automorphism exponents of the input conjugates (1 + j 2^(h+1), j = 1..g0).
+    /// Automorphism exponents of the input conjugates (1 + j 2^(h+1), j = 1..g0, of every part;
+    /// a narrower part's are among the widest part's).
     pub fn input_exponents(&self) -> Vec<usize> {
-        (1..self.g0()).map(|j| conjugate_exponent(self.h(), j)).collect()
+        let mut all: Vec<usize> = self
+            .parts
+            .iter()
+            .flat_map(|part| (1..self.part_g0(part)).map(move |j| conjugate_exponent(part.h(), j)))
+            .collect();
+        all.sort_unstable();
+        all.dedup();
+        all
     }
 
     /// Automorphism exponents of the output tree (N / 2^l + 1 for its log2 S levels).
@@ -294,8 +450,8 @@ impl RhombusPlan {
         (0..LOG_N - self.u).map(|l| (N >> l) + 1).collect()
     }
 
-    /// Key switches per input vector: g0 - 1 hoisted input conjugates, plus one per non-empty
-    /// internal node of each block's tree.
+    /// Key switches per input vector: g0 - 1 hoisted input conjugates per part, plus one per
+    /// non-empty internal node of each block's tree.
     pub fn key_switches(&self) -> (usize, usize) {
         let tree = (0..self.result_cts())
             .map(|block| {
@@ -306,23 +462,34 @@ impl RhombusPlan {
                 tree_switches(&occupied).1
             })
             .sum();
-        (self.g0() - 1, tree)
+        let input = self.parts.iter().map(|part| self.part_g0(part) - 1).sum();
+        (input, tree)
     }
 
     /// Ciphertext x plaintext products per input vector.
     pub fn products(&self) -> usize {
-        (0..self.result_cts()).map(|block| self.accumulators(block)).sum::<usize>() * self.g0()
+        (0..self.result_cts()).map(|block| self.accumulators(block)).sum::<usize>()
+            * self.conjugates_per_accumulator()
     }
 
     /// The miner's work per vector in forward-NTT units (for ranking plans).
     fn estimated_cost(&self) -> f64 {
-        let (input, tree) = self.key_switches();
-        let hoist = if input > 0 {
-            let digits = gadget_digits(self.input_digit_bits) as f64;
-            (1.0 + digits) * COST_NTT + input as f64 * digits * COST_MAC
-        } else {
-            0.0
-        };
+        let (_, tree) = self.key_switches();
+        // Per part: the upload's b and mask (about two transforms), and with conjugates one
+        // hoisted decomposition (d transforms) and d products per conjugate.
+        let hoist: f64 = self
+            .parts
+            .iter()
+            .map(|part| {
+                let conjugates = self.part_g0(part) - 1;
+                let upload = 2.0 * COST_NTT;
+                if conjugates == 0 {
+                    return upload;
+                }
+                let digits = gadget_digits(self.input_digit_bits) as f64;
+                upload + (1.0 + digits) * COST_NTT + conjugates as f64 * digits * COST_MAC
+            })
+            .sum();
         let tree_digits = gadget_digits(self.tree_digit_bits) as f64;
         let per_switch = (1.0 + tree_digits) * COST_NTT + (tree_digits + 1.0) * COST_MAC;
         hoist
@@ -332,7 +499,7 @@ impl RhombusPlan {
     }
 
     pub fn upload_bytes(&self) -> usize {
-        rhombus_upload_bytes(self.upload_bits)
+        self.parts.len() * rhombus_upload_bytes(self.upload_bits)
     }
 
     pub fn download_bytes(&self) -> usize {
@@ -414,17 +581,19 @@ fn check_weights(
     Ok(())
 }
 
-/// omega'_ij = sum_(p, a) W\[row(i, p)\]\[a\] X^(p S - a g_j) as signed integers (before S^-1).
+/// omega'_ij = sum_(p, a) W\[row(i, p)\]\[start + a\] X^(p S - a g_j) over the columns of
+/// `part`, as signed integers (before S^-1).
 fn twisted_weights(
     plan: &RhombusPlan,
     weights: &[i8],
     block: usize,
     accumulator: usize,
+    part: &ColumnPart,
     j: usize,
 ) -> Vec<i64> {
-    let g = conjugate_exponent(plan.h(), j);
+    let g = conjugate_exponent(part.h(), j);
     let mask = 2 * N - 1; // exponents live mod 2N (X^N = -1), a power of two
-    let offsets: Vec<usize> = (0..plan.n_in).map(|a| (2 * N - ((a * g) & mask)) & mask).collect();
+    let offsets: Vec<usize> = (0..part.len).map(|a| (2 * N - ((a * g) & mask)) & mask).collect();
     let mut poly = vec![0i64; N];
     for p in 0..1usize << plan.u {
         let row = block * N + (accumulator << plan.u) + p;
@@ -432,7 +601,8 @@ fn twisted_weights(
             break;
         }
         let base = p * plan.stride();
-        for (&offset, &w) in offsets.iter().zip(&weights[row * plan.n_in..][..plan.n_in]) {
+        let columns = &weights[row * plan.n_in + part.start..][..part.len];
+        for (&offset, &w) in offsets.iter().zip(columns) {
             let exponent = (base + offset) & mask;
             let w = i64::from(w);
             poly[exponent & (N - 1)] += if exponent < N { w } else { -w };
@@ -449,37 +619,51 @@ struct NoiseEnergy {
 }
 
 impl NoiseEnergy {
+    /// Each part's upload has its own error, so the parts' terms add (a bound: the worst
+    /// class of each part, summed).
     fn of(plan: &RhombusPlan, weights: &[i8]) -> Self {
-        let g0 = plan.g0();
-        let row_energy: Vec<f64> = weights
-            .chunks_exact(plan.n_in)
-            .map(|row| row.iter().map(|&w| f64::from(w).powi(2)).sum())
+        let row_energies: Vec<Vec<f64>> = plan
+            .parts
+            .iter()
+            .map(|part| {
+                weights
+                    .chunks_exact(plan.n_in)
+                    .map(|row| {
+                        row[part.start..][..part.len].iter().map(|&w| f64::from(w).powi(2)).sum()
+                    })
+                    .collect()
+            })
             .collect();
         let mut fresh: f64 = 0.0;
         let mut input_key_switch: f64 = 0.0;
         for block in 0..plan.result_cts() {
             for accumulator in 0..plan.accumulators(block) {
-                // Error coefficient meeting row p meets the rows p' = p mod g0 of the
-                // accumulator too, each times g0 (README): g0^2 times their energy.
                 let first = block * N + (accumulator << plan.u);
                 let last = plan.n_out.min(first + (1 << plan.u)).min(block * N + N);
-                for class in 0..g0 {
-                    let energy: f64 =
-                        (first + class..last).step_by(g0).map(|r| row_energy[r]).sum();
-                    fresh = fresh.max((g0 * g0) as f64 * energy);
-                }
-                if g0 > 1 {
-                    let energy: f64 = (1..g0)
+                let (mut accumulator_fresh, mut accumulator_switch) = (0.0, 0.0);
+                for (part, row_energy) in plan.parts.iter().zip(&row_energies) {
+                    // Error coefficient meeting row p meets the rows p' = p mod g0 of the
+                    // accumulator too, each times g0 (README): g0^2 times their energy.
+                    let g0 = plan.part_g0(part);
+                    accumulator_fresh += (0..g0)
+                        .map(|class| {
+                            let energy: f64 =
+                                (first + class..last).step_by(g0).map(|r| row_energy[r]).sum();
+                            (g0 * g0) as f64 * energy
+                        })
+                        .fold(0.0, f64::max);
+                    accumulator_switch += (1..g0)
                         .into_par_iter()
                         .map(|j| {
-                            twisted_weights(plan, weights, block, accumulator, j)
+                            twisted_weights(plan, weights, block, accumulator, part, j)
                                 .iter()
                                 .map(|&w| (w as f64).powi(2))
                                 .sum::<f64>()
                         })
-                        .sum();
-                    input_key_switch = input_key_switch.max(energy);
+                        .sum::<f64>();
                 }
+                fresh = fresh.max(accumulator_fresh);
+                input_key_switch = input_key_switch.max(accumulator_switch);
             }
         }
         Self { fresh, input_key_switch }
@@ -498,22 +682,31 @@ impl NoiseEnergy {
 }
 
 /// Worst-case margin of a plan over every weight matrix within the product bound (for the
-/// docs; encoding checks the real weights): fresh energy g0^2 2^h (127/128) B, input
-/// key-switch energy (g0 - 1) g0 2^u (127/128) B (each coefficient of omega'_j sums g0
-/// weights: Cauchy-Schwarz).
+/// docs; encoding checks the real weights): per part, fresh energy g0^2 2^h E and input
+/// key-switch energy (g0 - 1) g0 2^u E (each coefficient of omega'_j sums g0 weights:
+/// Cauchy-Schwarz), E the largest energy of a row's columns in the part (at most
+/// (127/128) B, and 127^2 per column).
 pub fn rhombus_worst_case_noise_sigmas(params: &Params, plan: &RhombusPlan) -> f64 {
-    let row = params.worst_row_energy();
-    let g0 = plan.g0() as f64;
-    let energy = NoiseEnergy {
-        fresh: g0 * g0 * f64::from(1u32 << plan.h()) * row,
-        input_key_switch: (g0 - 1.0) * g0 * f64::from(1u32 << plan.u) * row,
-    };
+    let mut energy = NoiseEnergy { fresh: 0.0, input_key_switch: 0.0 };
+    for part in &plan.parts {
+        let row = params.worst_row_energy().min(127.0 * 127.0 * part.len as f64);
+        let g0 = plan.part_g0(part) as f64;
+        energy.fresh += g0 * g0 * f64::from(1u32 << part.h()) * row;
+        energy.input_key_switch += (g0 - 1.0) * g0 * f64::from(1u32 << plan.u) * row;
+    }
     energy.sigmas(params, plan)
 }
 
-/// The client's single upload for one input vector of a Rhombus product.
+/// The client's upload for one input vector of a Rhombus product: one ciphertext per column
+/// part of the plan.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RhombusUpload {
+    parts: Vec<UploadPart>,
+}
+
+/// The ciphertext of one column part.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct UploadPart {
     log2_t: u32,
     upload_bits: u32,
     log2_c: u32,
@@ -541,8 +734,9 @@ impl RhombusResult {
     }
 }
 
-/// Client: encrypts x (n_in values) into the one upload of a Rhombus product. The message is
-/// scaled by Delta / g0: the g0 conjugates the miner sums multiply it back to Delta.
+/// Client: encrypts x (n_in values) into the upload of a Rhombus product (one ciphertext per
+/// column part). Each part's message is scaled by Delta / g0 of that part: the g0 conjugates
+/// the miner sums multiply it back to Delta.
 pub fn rhombus_encrypt<R: CryptoRng + ?Sized>(
     key: &SecretKey,
     plan: &RhombusPlan,
@@ -557,17 +751,26 @@ pub fn rhombus_encrypt<R: CryptoRng + ?Sized>(
             actual: x.len(),
         });
     }
-    // q - 1 = 4194295 * 2^32 and t g0 <= 2^32 (checked by the plan): exact.
-    let scale = (Q - 1) >> (plan.log2_t + plan.log2_input_conjugates());
-    let (seed, b) = encrypt_scaled(key, x, scale, plan.upload_bits, rng);
-    Ok(RhombusUpload {
-        log2_t: plan.log2_t,
-        upload_bits: plan.upload_bits,
-        log2_c: plan.log2_c,
-        log2_g0: plan.log2_input_conjugates(),
-        seed,
-        b,
-    })
+    let parts = plan
+        .parts
+        .iter()
+        .map(|part| {
+            let log2_g0 = plan.part_g0(part).ilog2();
+            // q - 1 = 4194295 * 2^32 and t g0 <= 2^32 (checked by the plan): exact.
+            let scale = (Q - 1) >> (plan.log2_t + log2_g0);
+            let columns = &x[part.start..][..part.len];
+            let (seed, b) = encrypt_scaled(key, columns, scale, plan.upload_bits, rng);
+            UploadPart {
+                log2_t: plan.log2_t,
+                upload_bits: plan.upload_bits,
+                log2_c: part.log2_c,
+                log2_g0,
+                seed,
+                b,
+            }
+        })
+        .collect();
+    Ok(RhombusUpload { parts })
 }
 
 /// Client: decrypts the n_out products W x and range-checks them like
@@ -837,18 +1040,25 @@ impl RhombusMatrix {
             return Err(RlweError::NoiseBudgetExceeded { sigmas, required: MIN_NOISE_SIGMAS });
         }
         let s_inverse = Q - (Q - 1) / plan.stride() as u64; // S^-1 mod q (q = 1 mod 2^32)
-        let g0 = plan.g0();
-        let jobs: Vec<(usize, usize, usize)> = (0..plan.result_cts())
+        // Per accumulator: the conjugates of each part in turn, as `conjugates` makes them.
+        let conjugates: Vec<(&ColumnPart, usize)> = plan
+            .parts
+            .iter()
+            .flat_map(|part| (0..plan.part_g0(part)).map(move |j| (part, j)))
+            .collect();
+        let jobs: Vec<(usize, usize, &ColumnPart, usize)> = (0..plan.result_cts())
             .flat_map(|block| {
-                (0..plan.accumulators(block))
-                    .flat_map(move |acc| (0..g0).map(move |j| (block, acc, j)))
+                let conjugates = &conjugates;
+                (0..plan.accumulators(block)).flat_map(move |acc| {
+                    conjugates.iter().map(move |&(part, j)| (block, acc, part, j))
+                })
             })
             .collect();
         let weights = jobs
             .into_par_iter()
-            .map(|(block, accumulator, j)| {
+            .map(|(block, accumulator, part, j)| {
                 let mut poly: Vec<u64> =
-                    twisted_weights(plan, weights_row_major, block, accumulator, j)
+                    twisted_weights(plan, weights_row_major, block, accumulator, part, j)
                         .into_iter()
                         .map(|w| mul_mod(to_residue(w), s_inverse))
                         .collect();
@@ -933,7 +1143,7 @@ impl RhombusMatrix {
             }
         };
         missing(tree_keys, self.plan.tree_exponents())?;
-        let input_bits = if self.plan.g0() > 1 {
+        let input_bits = if self.plan.has_input_conjugates() {
             let keys = input_keys.ok_or_else(|| RlweError::LayoutMismatch {
                 what: "Galois keys",
                 detail: "the plan has input conjugates but no input keys were given".into(),
@@ -957,33 +1167,60 @@ impl RhombusMatrix {
 
     fn check_upload(&self, upload: &RhombusUpload) -> Result<(), RlweError> {
         let plan = &self.plan;
-        if (upload.log2_t, upload.upload_bits, upload.log2_c, upload.log2_g0)
-            != (plan.log2_t, plan.upload_bits, plan.log2_c, plan.log2_input_conjugates())
-        {
+        if upload.parts.len() != plan.parts.len() {
             return Err(RlweError::LayoutMismatch {
                 what: UPLOAD_WHAT,
                 detail: format!(
-                    "made for t 2^{}, {} bits, c 2^{}, g0 2^{}; the plan has t 2^{}, {} bits, \
-                     c 2^{}, g0 2^{}",
-                    upload.log2_t,
-                    upload.upload_bits,
-                    upload.log2_c,
-                    upload.log2_g0,
-                    plan.log2_t,
-                    plan.upload_bits,
-                    plan.log2_c,
-                    plan.log2_input_conjugates()
+                    "{} ciphertexts for a plan of {} column parts",
+                    upload.parts.len(),
+                    plan.parts.len()
                 ),
             });
+        }
+        for (upload, part) in upload.parts.iter().zip(&plan.parts) {
+            let expected = plan.upload_header(part);
+            let found = [upload.log2_t, upload.upload_bits, upload.log2_c, upload.log2_g0];
+            if found != expected {
+                return Err(RlweError::LayoutMismatch {
+                    what: UPLOAD_WHAT,
+                    detail: format!(
+                        "made for (t, bits, c, g0) = 2^{}, {}, 2^{}, 2^{}; the plan has \
+                         2^{}, {}, 2^{}, 2^{}",
+                        found[0],
+                        found[1],
+                        found[2],
+                        found[3],
+                        expected[0],
+                        expected[1],
+                        expected[2],
+                        expected[3]
+                    ),
+                });
+            }
         }
         Ok(())
     }
 
-    /// The g0 conjugates tau_j(upload), in NTT form, from one hoisted decomposition; split
-    /// for the products.
+    /// The conjugates tau_j(upload) of every part (j < g0 of the part), in NTT form, from one
+    /// hoisted decomposition per part; split for the products.
     fn conjugates(
         &self,
         upload: &RhombusUpload,
+        keys: &RhombusKeys,
+    ) -> Result<Vec<NttCt>, RlweError> {
+        let per_part: Vec<Vec<NttCt>> = upload
+            .parts
+            .par_iter()
+            .zip(&self.plan.parts)
+            .map(|(upload, part)| self.part_conjugates(upload, part, keys))
+            .collect::<Result<_, RlweError>>()?;
+        Ok(per_part.into_iter().flatten().collect())
+    }
+
+    fn part_conjugates(
+        &self,
+        upload: &UploadPart,
+        part: &ColumnPart,
         keys: &RhombusKeys,
     ) -> Result<Vec<NttCt>, RlweError> {
         let ntt = self.params.ntt();
@@ -994,16 +1231,16 @@ impl RhombusMatrix {
         ntt.forward(&mut b);
         ntt.scale_by_inverse_n(&mut b);
         let identity = NttCt { a, b };
-        let Some(input) = keys.input().filter(|_| self.plan.g0() > 1) else {
+        let g0 = self.plan.part_g0(part);
+        let Some(input) = keys.input().filter(|_| g0 > 1) else {
             return Ok(vec![identity.split()]);
         };
         let digits = ntt_digits(&self.params, &identity.a, None, input.digit_bits());
         let prepared = keys.prepared(&self.params);
-        let others: Vec<NttCt> = self
-            .plan
-            .input_exponents()
+        let others: Vec<NttCt> = (1..g0)
             .into_par_iter()
-            .map(|k| {
+            .map(|j| {
+                let k = conjugate_exponent(part.h(), j);
                 let key = prepared.get(&k).ok_or_else(|| RlweError::LayoutMismatch {
                     what: "Galois keys",
                     detail: format!("no key for the automorphism X -> X^{k}"),
@@ -1011,7 +1248,7 @@ impl RhombusMatrix {
                 Ok(switch_hoisted(&digits, key, &identity.b).split())
             })
             .collect::<Result<_, RlweError>>()?;
-        let mut all = Vec::with_capacity(self.plan.g0());
+        let mut all = Vec::with_capacity(g0);
         all.push(identity.split());
         all.extend(others);
         Ok(all)
@@ -1025,12 +1262,13 @@ impl RhombusMatrix {
         keys: &RhombusKeys,
     ) -> Result<RhombusResult, RlweError> {
         let plan = &self.plan;
-        let g0 = plan.g0();
-        let first: usize = (0..block).map(|b| plan.accumulators(b)).sum::<usize>() * g0;
+        let per_accumulator = plan.conjugates_per_accumulator();
+        let first: usize =
+            (0..block).map(|b| plan.accumulators(b)).sum::<usize>() * per_accumulator;
         let accumulators: Vec<NttCt> = (0..plan.accumulators(block))
             .into_par_iter()
             .map(|acc| {
-                let weights = &self.weights[first + acc * g0..][..g0];
+                let weights = &self.weights[first + acc * per_accumulator..][..per_accumulator];
                 accumulate(conjugates, weights)
             })
             .collect();
@@ -1133,10 +1371,10 @@ fn ntt_digits(
         a = crate::galois::automorphism(&a, k);
     }
     let mut digits = decompose(&a, digit_bits);
-    for digit in &mut digits {
+    digits.par_iter_mut().for_each(|digit| {
         ntt.forward(digit);
         digit.iter_mut().for_each(|v| *v = split(*v));
-    }
+    });
     digits
 }
 
@@ -1202,52 +1440,70 @@ const UPLOAD_WHAT: &str = "Rhombus upload";
 const RESULT_WHAT: &str = "Rhombus result";
 
 impl RhombusUpload {
-    /// "BX", version 1, log2 N, log2 t, upload bits, log2 c, log2 g0, 32-byte seed, N values
-    /// of b at `upload_bits` bits (LSB first, zero padding).
+    /// Per column part: "BX", version 1, log2 N, log2 t, upload bits, log2 c, log2 g0, 32-byte
+    /// seed, N values of b at `upload_bits` bits (LSB first, zero padding); the parts one
+    /// after the other, widest first.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(rhombus_upload_bytes(self.upload_bits));
-        out.extend_from_slice(&UPLOAD_MAGIC);
-        out.extend_from_slice(&[
-            FORMAT_VERSION,
-            LOG_N as u8,
-            self.log2_t as u8,
-            self.upload_bits as u8,
-            self.log2_c as u8,
-            self.log2_g0 as u8,
-        ]);
-        out.extend_from_slice(&self.seed);
-        crate::wire::pack_values(self.b.iter(), self.upload_bits, &mut out);
+        let bits = self.parts.first().map_or(0, |part| part.upload_bits);
+        let mut out = Vec::with_capacity(self.parts.len() * rhombus_upload_bytes(bits));
+        for part in &self.parts {
+            out.extend_from_slice(&UPLOAD_MAGIC);
+            out.extend_from_slice(&[
+                FORMAT_VERSION,
+                LOG_N as u8,
+                part.log2_t as u8,
+                part.upload_bits as u8,
+                part.log2_c as u8,
+                part.log2_g0 as u8,
+            ]);
+            out.extend_from_slice(&part.seed);
+            crate::wire::pack_values(part.b.iter(), part.upload_bits, &mut out);
+        }
         out
     }
 
-    /// Parses an upload made for `plan` (strict: header, every field, exact length, padding).
+    /// Parses an upload made for `plan` (strict: every part's header and fields, exact length,
+    /// padding).
     pub fn from_bytes(plan: &RhombusPlan, bytes: &[u8]) -> Result<Self, RlweError> {
-        read_header(bytes, UPLOAD_MAGIC, UPLOAD_HEADER_BYTES, UPLOAD_WHAT)?;
-        let fields: Vec<u32> = bytes[4..8].iter().map(|&v| u32::from(v)).collect();
-        if fields != [plan.log2_t, plan.upload_bits, plan.log2_c, plan.log2_input_conjugates()] {
-            return Err(RlweError::LayoutMismatch {
-                what: UPLOAD_WHAT,
-                detail: format!("header (t, bits, c, g0) {fields:?} does not match the plan"),
-            });
+        let part_bytes = rhombus_upload_bytes(plan.upload_bits);
+        for (index, part) in plan.parts.iter().enumerate() {
+            let chunk = bytes.get(index * part_bytes..).unwrap_or_default();
+            read_header(chunk, UPLOAD_MAGIC, UPLOAD_HEADER_BYTES, UPLOAD_WHAT)?;
+            let fields: Vec<u32> = chunk[4..8].iter().map(|&v| u32::from(v)).collect();
+            if fields != plan.upload_header(part) {
+                return Err(RlweError::LayoutMismatch {
+                    what: UPLOAD_WHAT,
+                    detail: format!(
+                        "header (t, bits, c, g0) {fields:?} of part {index} does not match the plan"
+                    ),
+                });
+            }
         }
-        let expected = rhombus_upload_bytes(plan.upload_bits);
-        if bytes.len() != expected {
+        if bytes.len() != plan.upload_bytes() {
             return Err(RlweError::WrongByteLength {
                 what: UPLOAD_WHAT,
-                expected,
+                expected: plan.upload_bytes(),
                 actual: bytes.len(),
             });
         }
-        let (seed, packed) = bytes[UPLOAD_HEADER_BYTES..].split_at(32);
-        Ok(Self {
-            log2_t: plan.log2_t,
-            upload_bits: plan.upload_bits,
-            log2_c: plan.log2_c,
-            log2_g0: plan.log2_input_conjugates(),
-            seed: seed.try_into().expect("split at 32"),
-            // Every k-bit value is a valid rounded coefficient.
-            b: crate::wire::unpack_values(packed, N, plan.upload_bits, UPLOAD_WHAT)?,
-        })
+        let parts = bytes
+            .chunks_exact(part_bytes)
+            .zip(&plan.parts)
+            .map(|(chunk, part)| {
+                let [log2_t, upload_bits, log2_c, log2_g0] = plan.upload_header(part);
+                let (seed, packed) = chunk[UPLOAD_HEADER_BYTES..].split_at(32);
+                Ok(UploadPart {
+                    log2_t,
+                    upload_bits,
+                    log2_c,
+                    log2_g0,
+                    seed: seed.try_into().expect("split at 32"),
+                    // Every k-bit value is a valid rounded coefficient.
+                    b: crate::wire::unpack_values(packed, N, upload_bits, UPLOAD_WHAT)?,
+                })
+            })
+            .collect::<Result<_, RlweError>>()?;
+        Ok(Self { parts })
     }
 }
 
@@ -1484,6 +1740,65 @@ mod tests {
         }
     }
 
+    /// Two uploads (576 = 512 + 64, 1536 = 1024 + 512) at split points where the narrow part
+    /// has no conjugates and where it has some, through every wire format.
+    #[test]
+    fn split_columns_are_exact() {
+        let mut rng = ChaCha20Rng::seed_from_u64(31);
+        // (shape, conjugates of the wide part, input and tree digit bits within the margin)
+        let cases = [
+            ((960, 576), [3, 4], (2, 8)),
+            ((576, 1536), [1, 3], (1, 6)),
+            ((300, 600), [2, 4], (1, 8)),
+        ];
+        for ((n_out, n_in), log2_g0s, (input_bits, tree_bits)) in cases {
+            let weights = random_i8(&mut rng, n_out * n_in, -3);
+            let params = Params::for_weights(n_in, &weights).unwrap();
+            for log2_g0 in log2_g0s {
+                let plan = RhombusPlan::new_split(
+                    &params, n_in, n_out, log2_g0, 54, input_bits, tree_bits,
+                )
+                .unwrap_or_else(|e| panic!("{n_out} x {n_in}, g0 2^{log2_g0}: {e}"));
+                assert_eq!((plan.column_layout(), plan.upload_cts()), (ColumnLayout::Split, 2));
+                assert_eq!(plan.upload_bytes(), 2 * rhombus_upload_bytes(54));
+                let x = random_i8(&mut rng, n_in, i8::MIN);
+                assert_eq!(
+                    run(&params, &plan, &weights, &x, &mut rng),
+                    plain_products(&weights, &x),
+                    "{n_out} x {n_in}, g0 2^{log2_g0}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn splits_that_save_nothing_are_refused_and_choose_takes_the_cheaper_layout() {
+        let params = i8_params(576);
+        for n_in in [512, 960, 2048] {
+            assert!(
+                matches!(
+                    RhombusPlan::new_split(&params, n_in, 64, 3, 54, 3, 10),
+                    Err(RlweError::LayoutMismatch { .. })
+                ),
+                "{n_in} inputs"
+            );
+        }
+        // The narrow part (64 columns, h = 5) needs a split point u >= 5, i.e. g0 >= 8 for the
+        // 512-column part (h = 2).
+        assert!(RhombusPlan::new_split(&params, 576, 64, 2, 54, 3, 10).is_err());
+        let split = RhombusPlan::new_split(&params, 576, 960, 3, 54, 3, 10).unwrap();
+        let padded = RhombusPlan::new(&params, 576, 960, 4, 54, 3, 10).unwrap();
+        assert_eq!(split.split_point(), padded.split_point());
+        assert_eq!((split.products(), padded.products()), (270, 480));
+        assert_eq!(split.key_switches().0, 7, "7 conjugates of the wide part, none of the narrow");
+        // Small weights leave room for conjugates: the chooser takes the split for 576 inputs.
+        let mut rng = ChaCha20Rng::seed_from_u64(32);
+        let weights = random_i8(&mut rng, 960 * 576, -3);
+        let own = Params::for_weights(576, &weights).unwrap();
+        let chosen = RhombusPlan::choose(&own, 576, 960, &weights).unwrap();
+        assert_eq!(chosen.column_layout(), ColumnLayout::Split);
+    }
+
     /// One session: one secret, one set of Galois keys for stages with different t and plans.
     #[test]
     fn one_session_key_serves_stages_of_different_t() {
@@ -1602,10 +1917,9 @@ mod tests {
         let other = RhombusPlan::new(&s.params, 700, 2500, 0, s.plan.upload_bits(), 0, 9).unwrap();
         assert!(RhombusUpload::from_bytes(&other, &upload).is_err());
         assert!(RhombusResult::from_bytes(&other, 1, &result).is_err());
-        assert!(matches!(
-            s.matrix.apply(&RhombusUpload { log2_c: 10, ..s.upload.clone() }, &s.keys),
-            Err(RlweError::LayoutMismatch { .. })
-        ));
+        let mut other_c = s.upload.clone();
+        other_c.parts[0].log2_c = 10;
+        assert!(matches!(s.matrix.apply(&other_c, &s.keys), Err(RlweError::LayoutMismatch { .. })));
         assert!(matches!(
             rhombus_decrypt(&s.key, &s.plan, &s.results[..1], u64::MAX),
             Err(RlweError::WrongLength { .. })
@@ -1628,6 +1942,41 @@ mod tests {
             s.matrix.apply(&s.upload, &RhombusKeys::from_parts(s.keys.input().cloned(), wide)),
             Err(RlweError::NoiseBudgetExceeded { .. })
         ));
+    }
+
+    #[test]
+    fn split_uploads_are_parsed_strictly() {
+        let mut rng = ChaCha20Rng::seed_from_u64(33);
+        let weights = random_i8(&mut rng, 64 * 576, -3);
+        let params = Params::for_weights(576, &weights).unwrap();
+        let split = RhombusPlan::new_split(&params, 576, 64, 3, 54, 3, 10).unwrap();
+        let padded = RhombusPlan::new(&params, 576, 64, 4, 54, 3, 10).unwrap();
+        let key = SecretKey::generate(&params, &mut rng);
+        let upload = rhombus_encrypt(&key, &split, &random_i8(&mut rng, 576, -128), &mut rng)
+            .unwrap()
+            .to_bytes();
+        assert!(RhombusUpload::from_bytes(&split, &upload).is_ok());
+        let half = upload.len() / 2;
+        // One part missing, one part too many, the second part's header or c changed.
+        assert!(RhombusUpload::from_bytes(&split, &upload[..half]).is_err());
+        assert!(
+            RhombusUpload::from_bytes(&split, &[&upload[..], &upload[half..]].concat()).is_err()
+        );
+        assert!(
+            RhombusUpload::from_bytes(&split, &[&upload[..half], &upload[..half]].concat())
+                .is_err()
+        );
+        for index in [0, 2, 6, 7] {
+            let mut bad = upload.clone();
+            bad[half + index] ^= 1;
+            assert!(RhombusUpload::from_bytes(&split, &bad).is_err(), "part 1, byte {index}");
+        }
+        // A padded plan of the same shape takes one ciphertext, not two.
+        assert!(RhombusUpload::from_bytes(&padded, &upload).is_err());
+        let matrix = RhombusMatrix::encode(&params, &split, &weights).unwrap();
+        let keys = RhombusKeys::generate(&key, &[&split], &mut rng).unwrap();
+        let one_part = rhombus_encrypt(&key, &padded, &vec![1; 576], &mut rng).unwrap();
+        assert!(matches!(matrix.apply(&one_part, &keys), Err(RlweError::LayoutMismatch { .. })));
     }
 
     #[test]

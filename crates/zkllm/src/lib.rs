@@ -15,7 +15,7 @@ use std::fmt;
 use std::path::Path;
 
 use based_model::{ModelError, QuantMatrix, SqueezedModel, Stage};
-use based_rlwe::{Params, RhombusPlan};
+use based_rlwe::{ColumnLayout, Params, RhombusPlan};
 
 pub use client::{EncryptedBackend, TrafficStats};
 pub use error::ZkError;
@@ -95,6 +95,7 @@ pub(crate) fn plan_choice(params: &Params, plan: &RhombusPlan) -> PlanChoice {
     let byte = |v: u32| u8::try_from(v).expect("plan parameters are below 256");
     PlanChoice {
         log2_plaintext_modulus: byte(params.log2_plaintext_modulus()),
+        column_parts: byte(plan.upload_cts() as u32),
         log2_input_conjugates: byte(plan.log2_input_conjugates()),
         upload_bits: byte(plan.upload_bits()),
         input_digit_bits: byte(plan.input_digit_bits()),
@@ -115,14 +116,26 @@ pub(crate) fn plan_from_choice(
             params.log2_plaintext_modulus()
         )));
     }
-    Ok(RhombusPlan::new(
+    let layout = match choice.column_parts {
+        1 => ColumnLayout::Padded,
+        2 => ColumnLayout::Split,
+        parts => {
+            return Err(ZkError::ParamsMismatch(format!(
+                "the miner announces {parts} column parts; this client knows 1 or 2"
+            )));
+        }
+    };
+    Ok(RhombusPlan::with_layout(
         params,
         matrix.cols,
         matrix.rows,
-        u32::from(choice.log2_input_conjugates),
-        u32::from(choice.upload_bits),
-        u32::from(choice.input_digit_bits),
-        u32::from(choice.tree_digit_bits),
+        layout,
+        (
+            u32::from(choice.log2_input_conjugates),
+            u32::from(choice.upload_bits),
+            u32::from(choice.input_digit_bits),
+            u32::from(choice.tree_digit_bits),
+        ),
     )?)
 }
 

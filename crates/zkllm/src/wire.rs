@@ -10,7 +10,7 @@ use std::io::{self, Read, Write};
 use based_model::Stage;
 
 /// Bumped on any change of the frame layout or of the cryptographic parameter choice.
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// A frame larger than this is refused before it is read: it bounds what a peer can make us
 /// allocate. One SmolLM2 prefill stage of 512 tokens stays well below it.
@@ -23,6 +23,9 @@ pub const MAX_BATCH_VECTORS: usize = 1 << 16;
 /// The ciphertexts of one product request or answer: `vectors[v][c]` is ciphertext `c` of input
 /// (or output) vector `v`, every ciphertext the same length.
 pub type CiphertextBatch = Vec<Vec<Vec<u8>>>;
+
+/// Bytes of one [`PlanChoice`] in Welcome.
+const PLAN_CHOICE_BYTES: usize = 6;
 
 /// The public parameter set both ends must agree on before any ciphertext is exchanged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,6 +41,9 @@ pub struct ParamsSummary {
 pub struct PlanChoice {
     /// Each stage has its own t, just above its weights' largest product.
     pub log2_plaintext_modulus: u8,
+    /// Column parts of the input (1: one upload padded to a power of two, 2: split in two).
+    pub column_parts: u8,
+    /// Of the widest column part.
     pub log2_input_conjugates: u8,
     pub upload_bits: u8,
     /// 0 when the plan has no input conjugates.
@@ -166,6 +172,7 @@ impl Message {
                 for plan in plans {
                     out.extend_from_slice(&[
                         plan.log2_plaintext_modulus,
+                        plan.column_parts,
                         plan.log2_input_conjugates,
                         plan.upload_bits,
                         plan.input_digit_bits,
@@ -309,15 +316,16 @@ impl<'a> Reader<'a> {
     }
     fn plans(&mut self) -> Result<Vec<PlanChoice>, WireError> {
         let count = self.u32("plan count")? as usize;
-        let raw = self.take(count.saturating_mul(5), "plans")?;
+        let raw = self.take(count.saturating_mul(PLAN_CHOICE_BYTES), "plans")?;
         Ok(raw
-            .chunks_exact(5)
+            .chunks_exact(PLAN_CHOICE_BYTES)
             .map(|c| PlanChoice {
                 log2_plaintext_modulus: c[0],
-                log2_input_conjugates: c[1],
-                upload_bits: c[2],
-                input_digit_bits: c[3],
-                tree_digit_bits: c[4],
+                column_parts: c[1],
+                log2_input_conjugates: c[2],
+                upload_bits: c[3],
+                input_digit_bits: c[4],
+                tree_digit_bits: c[5],
             })
             .collect())
     }
@@ -400,6 +408,7 @@ mod tests {
                 plans: vec![
                     PlanChoice {
                         log2_plaintext_modulus: 24,
+                        column_parts: 2,
                         log2_input_conjugates: 2,
                         upload_bits: 50,
                         input_digit_bits: 3,
