@@ -74,36 +74,68 @@ pub(crate) fn paired_sums(
 ) -> (Vec<u64>, Vec<u64>) {
     let len = terms.first().map_or_else(|| init_second.map_or(0, <[u64]>::len), |t| t.shared.len());
     let mut first = vec![0u64; len];
-    let mut second = init_second.map_or_else(|| vec![0u64; len], <[u64]>::to_vec);
-    let mut sums: [Vec<u64>; 6] = std::array::from_fn(|_| vec![0u64; len]);
-    let mut reduced = vec![0u64; len];
-    for group in terms.chunks(MAX_TERMS) {
-        sums.iter_mut().for_each(|sum| sum.fill(0));
-        let mut rest = group;
-        while !rest.is_empty() {
-            let take =
-                if rest.len() >= TERMS_PER_PASS { TERMS_PER_PASS } else { rest.len().min(2) };
-            let (pass, tail) = rest.split_at(take);
-            match pass {
-                [a, b, c, d] => accumulate::<4>(&mut sums, [a, b, c, d]),
-                [a, b] => accumulate::<2>(&mut sums, [a, b]),
-                [a] => accumulate::<1>(&mut sums, [a]),
-                _ => unreachable!("passes take 4, 2 or 1 terms"),
+    let mut second = vec![0u64; len];
+    SCRATCH.with_borrow_mut(|scratch| {
+        let Scratch { sums, reduced } = scratch;
+        for sum in sums.iter_mut().chain([&mut *reduced]) {
+            sum.resize(len, 0);
+        }
+        for (index, group) in terms.chunks(MAX_TERMS).enumerate() {
+            // The first pass of a group overwrites the sums: no pass to clear them.
+            let mut fresh = true;
+            let mut rest = group;
+            while !rest.is_empty() {
+                let take =
+                    if rest.len() >= TERMS_PER_PASS { TERMS_PER_PASS } else { rest.len().min(2) };
+                let (pass, tail) = rest.split_at(take);
+                match (pass, fresh) {
+                    ([a, b, c, d], true) => accumulate::<4, true>(sums, [a, b, c, d]),
+                    ([a, b, c, d], false) => accumulate::<4, false>(sums, [a, b, c, d]),
+                    ([a, b], true) => accumulate::<2, true>(sums, [a, b]),
+                    ([a, b], false) => accumulate::<2, false>(sums, [a, b]),
+                    ([a], true) => accumulate::<1, true>(sums, [a]),
+                    ([a], false) => accumulate::<1, false>(sums, [a]),
+                    _ => unreachable!("passes take 4, 2 or 1 terms"),
+                }
+                fresh = false;
+                rest = tail;
             }
-            rest = tail;
+            for (out, parts) in [(&mut first, &sums[..3]), (&mut second, &sums[3..])] {
+                if index == 0 {
+                    reduce(&parts[0], &parts[1], &parts[2], out);
+                } else {
+                    reduce(&parts[0], &parts[1], &parts[2], reduced);
+                    out.iter_mut().zip(&*reduced).for_each(|(o, &r)| *o = add_mod_q(*o, r));
+                }
+            }
         }
-        for (out, parts) in [(&mut first, &sums[..3]), (&mut second, &sums[3..])] {
-            reduce(&parts[0], &parts[1], &parts[2], &mut reduced);
-            out.iter_mut().zip(&reduced).for_each(|(o, &r)| *o = add_mod_q(*o, r));
-        }
+    });
+    if let Some(init) = init_second {
+        second.iter_mut().zip(init).for_each(|(o, &i)| *o = add_mod_q(*o, i));
     }
     (first, second)
 }
 
-/// sums += products of T terms (lazy: `lo lo`, `lo hi + hi lo`, `hi hi` for each half), in one
-/// pass over the six sums. Compiled for AVX-512, AVX2 and the baseline, chosen at run time.
+/// Per-thread buffers of [`paired_sums`]: the six lazy sums of a ciphertext's two halves
+/// (96 KB at N = 2048) are reused rather than allocated and cleared for every call.
+#[derive(Default)]
+struct Scratch {
+    sums: [Vec<u64>; 6],
+    reduced: Vec<u64>,
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
+}
+
+/// sums += (or, when FRESH, =) products of T terms (lazy: `lo lo`, `lo hi + hi lo`, `hi hi`
+/// for each half), in one pass over the six sums. Compiled for AVX-512, AVX2 and the
+/// baseline, chosen at run time.
 #[multiversion(targets("x86_64+avx512f+avx512vl", "x86_64+avx2"))]
-fn accumulate<const T: usize>(sums: &mut [Vec<u64>; 6], terms: [&PairTerm<'_>; T]) {
+fn accumulate<const T: usize, const FRESH: bool>(
+    sums: &mut [Vec<u64>; 6],
+    terms: [&PairTerm<'_>; T],
+) {
     let [low_1, mid_1, high_1, low_2, mid_2, high_2] = sums;
     let len = low_1.len();
     let (low_1, mid_1, high_1) = (&mut low_1[..len], &mut mid_1[..len], &mut high_1[..len]);
@@ -112,8 +144,11 @@ fn accumulate<const T: usize>(sums: &mut [Vec<u64>; 6], terms: [&PairTerm<'_>; T
     let first = terms.map(|t| &t.first[..len]);
     let second = terms.map(|t| &t.second[..len]);
     for i in 0..len {
-        let (mut l1, mut m1, mut h1) = (low_1[i], mid_1[i], high_1[i]);
-        let (mut l2, mut m2, mut h2) = (low_2[i], mid_2[i], high_2[i]);
+        let (mut l1, mut m1, mut h1, mut l2, mut m2, mut h2) = if FRESH {
+            (0, 0, 0, 0, 0, 0)
+        } else {
+            (low_1[i], mid_1[i], high_1[i], low_2[i], mid_2[i], high_2[i])
+        };
         for t in 0..T {
             let (x, y, z) = (shared[t][i], first[t][i], second[t][i]);
             let (x_lo, x_hi) = (x & LOW_32, x >> 32);
