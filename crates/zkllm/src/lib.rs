@@ -19,7 +19,7 @@ use based_rlwe::{ColumnLayout, Params, RhombusPlan};
 
 pub use client::{EncryptedBackend, TrafficStats};
 pub use error::ZkError;
-pub use miner::{MinerModel, serve, spawn_server};
+pub use miner::{MinerModel, MinerWork, serve, spawn_server};
 use wire::{ParamsSummary, PlanChoice};
 
 /// The linear stages of one transformer layer, in the order a forward pass meets them.

@@ -7,16 +7,29 @@
 use std::io::{BufReader, BufWriter};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use based_model::{SqueezedModel, Stage};
 use based_rlwe::{
     GaloisKeys, Params, RhombusKeys, RhombusMatrix, RhombusPlan, RhombusResult, RhombusUpload,
 };
+use rayon::prelude::*;
 
 use crate::error::ZkError;
 use crate::wire::{self, CiphertextBatch, Message, PROTOCOL_VERSION, PlanChoice, WireError};
 use crate::{ModelIdentity, STAGES, params_summary, plan_choice, stage_index, stage_params};
+
+/// Ciphertext operations per generated token (one vector through every stage).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MinerWork {
+    /// Ciphertext x plaintext products.
+    pub products: usize,
+    /// Hoisted key switches of the input conjugates.
+    pub input_key_switches: usize,
+    /// Key switches of the packing trees.
+    pub tree_key_switches: usize,
+}
 
 /// A model prepared for serving: every weight matrix encoded once for the ciphertext products,
 /// each with the plan (split point, digit bases) its own weights allow.
@@ -31,29 +44,52 @@ struct EncodedStage {
 }
 
 impl MinerModel {
-    /// Encodes every linear stage of `model`; `on_matrix` is told after each matrix (for a
-    /// progress bar), with the number done and the total.
+    /// Encodes every linear stage of `model`, layers in parallel; `on_matrix` is told after
+    /// each matrix (for a progress bar), with the number done and the total.
     pub fn prepare(
         model: &SqueezedModel,
         identity: ModelIdentity,
-        mut on_matrix: impl FnMut(usize, usize),
+        on_matrix: impl Fn(usize, usize) + Sync,
     ) -> Result<Self, ZkError> {
         let total = model.n_layers() * STAGES.len();
-        let mut layers = Vec::with_capacity(model.n_layers());
-        for layer in 0..model.n_layers() {
-            let mut stages = Vec::with_capacity(STAGES.len());
-            for stage in STAGES {
-                let weights = model.matrix(layer, stage);
-                let params = stage_params(weights)?;
-                let plan =
-                    RhombusPlan::choose(&params, weights.cols, weights.rows, &weights.weights)?;
-                let matrix = RhombusMatrix::encode(&params, &plan, &weights.weights)?;
-                stages.push(EncodedStage { params, matrix });
-                on_matrix(layer * STAGES.len() + stages.len(), total);
-            }
-            layers.push(stages);
-        }
+        let done = AtomicUsize::new(0);
+        // Choosing a plan is mostly sequential work on one matrix: layers side by side keep
+        // every core busy.
+        let layers = (0..model.n_layers())
+            .into_par_iter()
+            .map(|layer| {
+                STAGES
+                    .iter()
+                    .map(|&stage| {
+                        let weights = model.matrix(layer, stage);
+                        let params = stage_params(weights)?;
+                        let plan = RhombusPlan::choose(
+                            &params,
+                            weights.cols,
+                            weights.rows,
+                            &weights.weights,
+                        )?;
+                        let matrix = RhombusMatrix::encode(&params, &plan, &weights.weights)?;
+                        on_matrix(done.fetch_add(1, Ordering::Relaxed) + 1, total);
+                        Ok(EncodedStage { params, matrix })
+                    })
+                    .collect::<Result<Vec<_>, ZkError>>()
+            })
+            .collect::<Result<Vec<_>, ZkError>>()?;
         Ok(Self { identity, layers })
+    }
+
+    /// The ciphertext operations one generated token costs the miner, over all stages.
+    pub fn work_per_token(&self) -> MinerWork {
+        let mut work = MinerWork::default();
+        for stage in self.layers.iter().flatten() {
+            let plan = stage.matrix.plan();
+            let (input, tree) = plan.key_switches();
+            work.products += plan.products();
+            work.input_key_switches += input;
+            work.tree_key_switches += tree;
+        }
+        work
     }
 
     /// Bytes held by the encoded weights: the miner's memory cost of the model.
