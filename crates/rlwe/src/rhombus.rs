@@ -74,9 +74,9 @@ pub struct RhombusPlan {
     n_out: usize,
     log2_t: u32,
     /// The input's columns, each uploaded as its own ciphertext padded to a power of two,
-    /// widest first: one part padded to the next power of two, or (`new_split`) the largest
-    /// power of two below n_in and the rest, so that 576 inputs cost 512 + 64 slots of
-    /// products instead of 1024.
+    /// widest first: one part per N columns, then the rest padded to the next power of two,
+    /// or (`new_split`) the largest power of two below the rest and what remains, so that 576
+    /// inputs cost 512 + 64 slots of products instead of 1024.
     parts: Vec<ColumnPart>,
     /// log2 c of the widest part (carried in result headers).
     log2_c: u32,
@@ -103,36 +103,43 @@ impl ColumnPart {
 }
 
 /// How the input's columns are uploaded (see [`RhombusPlan::new`] and
-/// [`RhombusPlan::new_split`]).
+/// [`RhombusPlan::new_split`]). Inputs wider than N take one upload per N columns first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ColumnLayout {
-    /// One upload, padded to the next power of two.
+    /// The columns past the last multiple of N in one upload, padded to a power of two.
     Padded,
-    /// Two uploads: the largest power of two below n_in, and the rest padded.
+    /// Those columns in two uploads: the largest power of two below their count, and the rest
+    /// padded.
     Split,
 }
 
 impl ColumnLayout {
+    /// The parts, widest first; None when `Split` would save nothing over `Padded` (no rest,
+    /// a rest that is a power of two, or a remainder as wide as its power of two).
     fn parts(self, n_in: usize) -> Option<Vec<ColumnPart>> {
-        let padded = ColumnPart { start: 0, len: n_in, log2_c: n_in.next_power_of_two().ilog2() };
+        let part = |start: usize, len: usize| ColumnPart {
+            start,
+            len,
+            log2_c: len.next_power_of_two().ilog2(),
+        };
+        let mut parts: Vec<ColumnPart> = (0..n_in / N).map(|i| part(i * N, N)).collect();
+        let (start, rest) = (n_in / N * N, n_in % N);
         match self {
-            ColumnLayout::Padded => Some(vec![padded]),
+            ColumnLayout::Padded => {
+                if rest > 0 {
+                    parts.push(part(start, rest));
+                }
+            }
             ColumnLayout::Split => {
-                let wide = 1usize << n_in.ilog2();
-                let rest = n_in - wide;
-                // A rest as wide as the first part saves no products (two uploads for one).
-                (rest > 0 && rest.next_power_of_two() < wide).then(|| {
-                    vec![
-                        ColumnPart { start: 0, len: wide, log2_c: wide.ilog2() },
-                        ColumnPart {
-                            start: wide,
-                            len: rest,
-                            log2_c: rest.next_power_of_two().ilog2(),
-                        },
-                    ]
-                })
+                let wide = 1usize << rest.checked_ilog2()?;
+                let tail = rest - wide;
+                if tail == 0 || tail.next_power_of_two() >= wide {
+                    return None;
+                }
+                parts.extend([part(start, wide), part(start + wide, tail)]);
             }
         }
+        Some(parts)
     }
 }
 
@@ -153,9 +160,10 @@ impl RhombusPlan {
         Self::with_layout(params, n_in, n_out, ColumnLayout::Padded, choices)
     }
 
-    /// [`Self::new`] with the input in two uploads, the largest power of two below n_in and
-    /// the rest (fails when that saves nothing: n_in a power of two, or a rest as wide);
-    /// log2_g0 counts the conjugates of the wider part (the other has fewer: same split point).
+    /// [`Self::new`] with the last (or only) columns in two uploads, the largest power of two
+    /// below their count and the rest (fails when that saves nothing: a power of two, or a
+    /// rest as wide); log2_g0 counts the conjugates of the widest part (narrower parts have
+    /// fewer: same split point).
     pub fn new_split(
         params: &Params,
         n_in: usize,
@@ -182,9 +190,6 @@ impl RhombusPlan {
             return Err(RlweError::EmptyMatrix { n_out, n_in });
         }
         let mismatch = |detail: String| RlweError::LayoutMismatch { what: "Rhombus plan", detail };
-        if n_in > N {
-            return Err(mismatch(format!("{n_in} inputs, at most {N} per ciphertext")));
-        }
         let parts = layout.parts(n_in).ok_or_else(|| {
             mismatch(format!("{n_in} inputs gain nothing from a split into two uploads"))
         })?;
@@ -1574,6 +1579,11 @@ mod tests {
         Params::for_product_bound(MAX_ABS_WEIGHT * MAX_ABS_INPUT * n_in as u64).unwrap()
     }
 
+    /// Weights uniform in [-bound, bound].
+    fn small_weights(rng: &mut ChaCha20Rng, len: usize, bound: u32) -> Vec<i8> {
+        (0..len).map(|_| (rng.next_u32() % (2 * bound + 1)) as i8 - bound as i8).collect()
+    }
+
     fn extreme_weights(rng: &mut ChaCha20Rng, len: usize) -> Vec<i8> {
         (0..len).map(|_| if rng.next_u32().is_multiple_of(2) { 127 } else { -127 }).collect()
     }
@@ -1771,6 +1781,50 @@ mod tests {
         }
     }
 
+    /// Wider than the ring (the 1B-class 8192 inputs): one upload per 2048 columns, their
+    /// conjugates summed into the same accumulators. (A narrow last part forces a large split
+    /// point on every part: 4096 + 300 columns fit no plan at the margin, 4096 + 1536 do.)
+    #[test]
+    fn inputs_wider_than_the_ring_take_one_upload_per_n_columns() {
+        let mut rng = ChaCha20Rng::seed_from_u64(34);
+        for (n_out, n_in, uploads) in [(24, 4096, [2, 0]), (40, 5632, [3, 4])] {
+            let weights = small_weights(&mut rng, n_out * n_in, 2);
+            let params = Params::for_weights(n_in, &weights).unwrap();
+            for (layout, expected) in
+                [(ColumnLayout::Padded, uploads[0]), (ColumnLayout::Split, uploads[1])]
+            {
+                // Some plan of this layout fits the margin (small g0 and narrow digits).
+                let fits = |&(log2_g0, input_bits, tree_bits): &(u32, u32, u32)| {
+                    let choice = (log2_g0, 54, input_bits, tree_bits);
+                    let plan =
+                        RhombusPlan::with_layout(&params, n_in, n_out, layout, choice).ok()?;
+                    RhombusMatrix::encode(&params, &plan, &weights).is_ok().then_some(plan)
+                };
+                let grid: Vec<(u32, u32, u32)> = (0..=5u32)
+                    .flat_map(|g| {
+                        [(1, 4), (2, 6), (3, 8)].map(|(i, t)| (g, if g == 0 { 0 } else { i }, t))
+                    })
+                    .collect();
+                let plan = grid.iter().find_map(fits);
+                if expected == 0 {
+                    assert!(plan.is_none(), "{n_in} inputs split");
+                    continue;
+                }
+                let plan = plan.unwrap_or_else(|| panic!("no {layout:?} plan for {n_in} inputs"));
+                assert_eq!(plan.upload_cts(), expected, "{n_in} inputs, {layout:?}");
+                let x = random_i8(&mut rng, n_in, i8::MIN);
+                assert_eq!(
+                    run(&params, &plan, &weights, &x, &mut rng),
+                    plain_products(&weights, &x),
+                    "{n_out} x {n_in}, {layout:?}"
+                );
+            }
+            let chosen = RhombusPlan::choose(&params, n_in, n_out, &weights).unwrap();
+            let x = random_i8(&mut rng, n_in, i8::MIN);
+            assert_eq!(run(&params, &chosen, &weights, &x, &mut rng), plain_products(&weights, &x));
+        }
+    }
+
     #[test]
     fn splits_that_save_nothing_are_refused_and_choose_takes_the_cheaper_layout() {
         let params = i8_params(576);
@@ -1793,7 +1847,7 @@ mod tests {
         assert_eq!(split.key_switches().0, 7, "7 conjugates of the wide part, none of the narrow");
         // Small weights leave room for conjugates: the chooser takes the split for 576 inputs.
         let mut rng = ChaCha20Rng::seed_from_u64(32);
-        let weights = random_i8(&mut rng, 960 * 576, -3);
+        let weights = small_weights(&mut rng, 960 * 576, 3);
         let own = Params::for_weights(576, &weights).unwrap();
         let chosen = RhombusPlan::choose(&own, 576, 960, &weights).unwrap();
         assert_eq!(chosen.column_layout(), ColumnLayout::Split);
@@ -2085,7 +2139,6 @@ mod tests {
     fn plans_reject_impossible_choices() {
         let params = i8_params(576);
         assert!(RhombusPlan::new(&params, 0, 5, 0, 54, 0, 9).is_err());
-        assert!(RhombusPlan::new(&params, 4096, 5, 0, 54, 0, 9).is_err());
         assert!(RhombusPlan::new(&params, 576, 5, 0, 54, 3, 9).is_err(), "input digits, no g0");
         assert!(RhombusPlan::new(&params, 576, 5, 1, 54, 0, 9).is_err(), "g0 without digits");
         assert!(RhombusPlan::new(&params, 576, 5, 11, 54, 3, 9).is_err(), "u beyond log N");

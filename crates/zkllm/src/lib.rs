@@ -95,7 +95,10 @@ pub(crate) fn plan_choice(params: &Params, plan: &RhombusPlan) -> PlanChoice {
     let byte = |v: u32| u8::try_from(v).expect("plan parameters are below 256");
     PlanChoice {
         log2_plaintext_modulus: byte(params.log2_plaintext_modulus()),
-        column_parts: byte(plan.upload_cts() as u32),
+        column_layout: match plan.column_layout() {
+            ColumnLayout::Padded => 0,
+            ColumnLayout::Split => 1,
+        },
         log2_input_conjugates: byte(plan.log2_input_conjugates()),
         upload_bits: byte(plan.upload_bits()),
         input_digit_bits: byte(plan.input_digit_bits()),
@@ -116,12 +119,13 @@ pub(crate) fn plan_from_choice(
             params.log2_plaintext_modulus()
         )));
     }
-    let layout = match choice.column_parts {
-        1 => ColumnLayout::Padded,
-        2 => ColumnLayout::Split,
-        parts => {
+    let layout = match choice.column_layout {
+        0 => ColumnLayout::Padded,
+        1 => ColumnLayout::Split,
+        other => {
             return Err(ZkError::ParamsMismatch(format!(
-                "the miner announces {parts} column parts; this client knows 1 or 2"
+                "the miner announces column layout {other}; this client knows 0 (padded) and 1 \
+                 (split)"
             )));
         }
     };

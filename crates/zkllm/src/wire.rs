@@ -41,8 +41,9 @@ pub struct ParamsSummary {
 pub struct PlanChoice {
     /// Each stage has its own t, just above its weights' largest product.
     pub log2_plaintext_modulus: u8,
-    /// Column parts of the input (1: one upload padded to a power of two, 2: split in two).
-    pub column_parts: u8,
+    /// How the input's columns are uploaded: 0 padded to a power of two, 1 split into a power
+    /// of two and the rest (`based_rlwe::ColumnLayout`).
+    pub column_layout: u8,
     /// Of the widest column part.
     pub log2_input_conjugates: u8,
     pub upload_bits: u8,
@@ -172,7 +173,7 @@ impl Message {
                 for plan in plans {
                     out.extend_from_slice(&[
                         plan.log2_plaintext_modulus,
-                        plan.column_parts,
+                        plan.column_layout,
                         plan.log2_input_conjugates,
                         plan.upload_bits,
                         plan.input_digit_bits,
@@ -321,7 +322,7 @@ impl<'a> Reader<'a> {
             .chunks_exact(PLAN_CHOICE_BYTES)
             .map(|c| PlanChoice {
                 log2_plaintext_modulus: c[0],
-                column_parts: c[1],
+                column_layout: c[1],
                 log2_input_conjugates: c[2],
                 upload_bits: c[3],
                 input_digit_bits: c[4],
@@ -408,7 +409,7 @@ mod tests {
                 plans: vec![
                     PlanChoice {
                         log2_plaintext_modulus: 24,
-                        column_parts: 2,
+                        column_layout: 1,
                         log2_input_conjugates: 2,
                         upload_bits: 50,
                         input_digit_bits: 3,
