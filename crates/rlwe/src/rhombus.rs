@@ -75,7 +75,7 @@ pub struct RhombusPlan {
     log2_t: u32,
     /// The input's columns, each uploaded as its own ciphertext padded to a power of two,
     /// widest first: one part per N columns, then the rest padded to the next power of two,
-    /// or (`new_split`) the largest power of two below the rest and what remains, so that 576
+    /// or (`ColumnLayout::Split`) the largest power of two below the rest and what remains, so that 576
     /// inputs cost 512 + 64 slots of products instead of 1024.
     parts: Vec<ColumnPart>,
     /// log2 c of the widest part (carried in result headers).
@@ -103,7 +103,7 @@ impl ColumnPart {
 }
 
 /// How the input's columns are uploaded (see [`RhombusPlan::new`] and
-/// [`RhombusPlan::new_split`]). Inputs wider than N take one upload per N columns first.
+/// [`RhombusPlan::with_layout`]). Inputs wider than N take one upload per N columns first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ColumnLayout {
     /// The columns past the last multiple of N in one upload, padded to a power of two.
@@ -160,25 +160,10 @@ impl RhombusPlan {
         Self::with_layout(params, n_in, n_out, ColumnLayout::Padded, choices)
     }
 
-    /// [`Self::new`] with the last (or only) columns in two uploads, the largest power of two
-    /// below their count and the rest (fails when that saves nothing: a power of two, or a
-    /// rest as wide); log2_g0 counts the conjugates of the widest part (narrower parts have
-    /// fewer: same split point).
-    pub fn new_split(
-        params: &Params,
-        n_in: usize,
-        n_out: usize,
-        log2_g0: u32,
-        upload_bits: u32,
-        input_digit_bits: u32,
-        tree_digit_bits: u32,
-    ) -> Result<Self, RlweError> {
-        let choices = (log2_g0, upload_bits, input_digit_bits, tree_digit_bits);
-        Self::with_layout(params, n_in, n_out, ColumnLayout::Split, choices)
-    }
-
     /// The plan for `layout` with (log2_g0 of the widest part, upload bits, input digit bits,
-    /// tree digit bits).
+    /// tree digit bits). With [`ColumnLayout::Split`] it fails when the split saves nothing
+    /// (the last columns a power of two, or a rest as wide); narrower parts have fewer
+    /// conjugates than the widest (same split point).
     pub fn with_layout(
         params: &Params,
         n_in: usize,
@@ -1765,8 +1750,12 @@ mod tests {
             let weights = random_i8(&mut rng, n_out * n_in, -3);
             let params = Params::for_weights(n_in, &weights).unwrap();
             for log2_g0 in log2_g0s {
-                let plan = RhombusPlan::new_split(
-                    &params, n_in, n_out, log2_g0, 54, input_bits, tree_bits,
+                let plan = RhombusPlan::with_layout(
+                    &params,
+                    n_in,
+                    n_out,
+                    ColumnLayout::Split,
+                    (log2_g0, 54, input_bits, tree_bits),
                 )
                 .unwrap_or_else(|e| panic!("{n_out} x {n_in}, g0 2^{log2_g0}: {e}"));
                 assert_eq!((plan.column_layout(), plan.upload_cts()), (ColumnLayout::Split, 2));
@@ -1831,7 +1820,13 @@ mod tests {
         for n_in in [512, 960, 2048] {
             assert!(
                 matches!(
-                    RhombusPlan::new_split(&params, n_in, 64, 3, 54, 3, 10),
+                    RhombusPlan::with_layout(
+                        &params,
+                        n_in,
+                        64,
+                        ColumnLayout::Split,
+                        (3, 54, 3, 10)
+                    ),
                     Err(RlweError::LayoutMismatch { .. })
                 ),
                 "{n_in} inputs"
@@ -1839,8 +1834,13 @@ mod tests {
         }
         // The narrow part (64 columns, h = 5) needs a split point u >= 5, i.e. g0 >= 8 for the
         // 512-column part (h = 2).
-        assert!(RhombusPlan::new_split(&params, 576, 64, 2, 54, 3, 10).is_err());
-        let split = RhombusPlan::new_split(&params, 576, 960, 3, 54, 3, 10).unwrap();
+        assert!(
+            RhombusPlan::with_layout(&params, 576, 64, ColumnLayout::Split, (2, 54, 3, 10))
+                .is_err()
+        );
+        let split =
+            RhombusPlan::with_layout(&params, 576, 960, ColumnLayout::Split, (3, 54, 3, 10))
+                .unwrap();
         let padded = RhombusPlan::new(&params, 576, 960, 4, 54, 3, 10).unwrap();
         assert_eq!(split.split_point(), padded.split_point());
         assert_eq!((split.products(), padded.products()), (270, 480));
@@ -2003,7 +2003,8 @@ mod tests {
         let mut rng = ChaCha20Rng::seed_from_u64(33);
         let weights = random_i8(&mut rng, 64 * 576, -3);
         let params = Params::for_weights(576, &weights).unwrap();
-        let split = RhombusPlan::new_split(&params, 576, 64, 3, 54, 3, 10).unwrap();
+        let split = RhombusPlan::with_layout(&params, 576, 64, ColumnLayout::Split, (3, 54, 3, 10))
+            .unwrap();
         let padded = RhombusPlan::new(&params, 576, 64, 4, 54, 3, 10).unwrap();
         let key = SecretKey::generate(&params, &mut rng);
         let upload = rhombus_encrypt(&key, &split, &random_i8(&mut rng, 576, -128), &mut rng)
