@@ -339,9 +339,14 @@ impl RhombusPlan {
         self.u - self.parts[0].h()
     }
 
-    /// How the input's columns are uploaded.
+    /// How the input's columns are uploaded (the layout whose parts these are: an input wider
+    /// than N has several parts in either layout).
     pub fn column_layout(&self) -> ColumnLayout {
-        if self.parts.len() == 1 { ColumnLayout::Padded } else { ColumnLayout::Split }
+        if ColumnLayout::Padded.parts(self.n_in).as_ref() == Some(&self.parts) {
+            ColumnLayout::Padded
+        } else {
+            ColumnLayout::Split
+        }
     }
 
     /// Upload ciphertexts per input vector (one per column part).
@@ -1808,6 +1813,8 @@ mod tests {
                 }
                 let plan = plan.unwrap_or_else(|| panic!("no {layout:?} plan for {n_in} inputs"));
                 assert_eq!(plan.upload_cts(), expected, "{n_in} inputs, {layout:?}");
+                // What Welcome announces must rebuild the same plan.
+                assert_eq!(plan.column_layout(), layout, "{n_in} inputs");
                 let x = random_i8(&mut rng, n_in, i8::MIN);
                 assert_eq!(
                     run(&params, &plan, &weights, &x, &mut rng),
