@@ -82,11 +82,9 @@ pub struct RhombusPlan {
     log2_t: u32,
     /// The input's columns, each uploaded as its own ciphertext padded to a power of two,
     /// widest first: one part per N columns, then the rest padded to the next power of two,
-    /// or (`ColumnLayout::Split`) the largest power of two below the rest and what remains, so that 576
-    /// inputs cost 512 + 64 slots of products instead of 1024.
+    /// or (`ColumnLayout::Split`) the largest power of two below the rest and what remains,
+    /// so that 576 inputs cost 512 + 64 slots of products instead of 1024.
     parts: Vec<ColumnPart>,
-    /// log2 c of the widest part (carried in result headers).
-    log2_c: u32,
     u: u32,
     upload_bits: u32,
     /// 0 when g0 = 1 (no input conjugates, no input keys).
@@ -185,8 +183,7 @@ impl RhombusPlan {
         let parts = layout.parts(n_in).ok_or_else(|| {
             mismatch(format!("{n_in} inputs gain nothing from a split into two uploads"))
         })?;
-        let log2_c = parts[0].log2_c;
-        let u = LOG_N - log2_c + log2_g0;
+        let u = parts[0].h() + log2_g0;
         if u > LOG_N || params.log2_plaintext_modulus() + log2_g0 > MAX_LOG2_PLAINTEXT_MODULUS {
             return Err(mismatch(format!(
                 "2^{log2_g0} input conjugates: split point {u} beyond log N = {LOG_N} or \
@@ -217,7 +214,6 @@ impl RhombusPlan {
             n_out,
             log2_t: params.log2_plaintext_modulus(),
             parts,
-            log2_c,
             u,
             upload_bits,
             input_digit_bits,
@@ -370,6 +366,11 @@ impl RhombusPlan {
 
     pub fn tree_digit_bits(&self) -> u32 {
         self.tree_digit_bits
+    }
+
+    /// log2 c of the widest part (carried in result headers).
+    fn log2_c(&self) -> u32 {
+        self.parts[0].log2_c
     }
 
     /// Input conjugates of one column part: 2^(u - h) for the same split point.
@@ -819,7 +820,7 @@ pub fn rhombus_decrypt(
 
 fn check_result(plan: &RhombusPlan, block: usize, ct: &RhombusResult) -> Result<(), RlweError> {
     if (ct.log2_t, ct.log2_c, ct.u, ct.block, ct.rows())
-        != (plan.log2_t, plan.log2_c, plan.u, block, plan.rows_in_block(block))
+        != (plan.log2_t, plan.log2_c(), plan.u, block, plan.rows_in_block(block))
     {
         return Err(RlweError::LayoutMismatch {
             what: RESULT_WHAT,
@@ -833,7 +834,7 @@ fn check_result(plan: &RhombusPlan, block: usize, ct: &RhombusResult) -> Result<
                 ct.u,
                 plan.rows_in_block(block),
                 plan.log2_t,
-                plan.log2_c,
+                plan.log2_c(),
                 plan.u
             ),
         });
@@ -1103,9 +1104,9 @@ impl RhombusMatrix {
         self.energy.sigmas(&self.params, &self.plan)
     }
 
-    /// W x for one upload (all its parts): [`RhombusPlan::result_cts`] packed results. The keys must hold the
-    /// plan's input exponents (when it has input conjugates) and tree exponents, at digits no
-    /// wider than the margin allows (checked).
+    /// W x for one upload (all its parts): [`RhombusPlan::result_cts`] packed results. The
+    /// keys must hold the plan's input exponents (when it has input conjugates) and tree
+    /// exponents, at digits no wider than the margin allows (checked).
     pub fn apply(
         &self,
         upload: &RhombusUpload,
@@ -1286,7 +1287,7 @@ impl RhombusMatrix {
         let bits = plan.result_bits;
         Ok(RhombusResult {
             log2_t: plan.log2_t,
-            log2_c: plan.log2_c,
+            log2_c: plan.log2_c(),
             u: plan.u,
             block,
             a: a.iter().map(|&v| switch_to_power_of_two(v, bits)).collect(),
