@@ -414,7 +414,7 @@ fn rhombus_rows(budget: Duration, own_bound_only: bool) {
             continue;
         }
         println!(
-            "\nRhombus, weights: {regime}\n{:<8} {:>3} {:>2} {:>9} {:>7} {:>8} {:>8} {:>9} {:>6} {:>9} {:>9} {:>8} {:>8} {:>6} {:>7} {:>6} {:>15}",
+            "\nRhombus, weights: {regime}\n{:<8} {:>3} {:>2} {:>9} {:>7} {:>8} {:>8} {:>9} {:>6} {:>9} {:>9} {:>9} {:>9} {:>8} {:>8} {:>6} {:>7} {:>6} {:>15}",
             "stage",
             "g0",
             "u",
@@ -426,6 +426,8 @@ fn rhombus_rows(budget: Duration, own_bound_only: bool) {
             "prods",
             "apply1 ms",
             "apply2 ms",
+            "masks2 ms",
+            "online2 ms",
             "enc ms",
             "dec ms",
             "sigmas",
@@ -436,6 +438,7 @@ fn rhombus_rows(budget: Duration, own_bound_only: bool) {
         let mut rng = ChaCha20Rng::seed_from_u64(4242);
         let (mut up, mut down, mut switches, mut miner, mut client, mut memory) =
             (0usize, 0usize, 0usize, 0.0, 0.0, 0usize);
+        let (mut masks_share, mut online_share, mut precomputed_bytes) = (0.0, 0.0, 0usize);
         // Plans and matrices of all stages first: one session (one secret, one set of Galois
         // keys for all stages, at the narrowest digit base any stage needs) is timed.
         let mut stages = Vec::new();
@@ -494,6 +497,24 @@ fn rhombus_rows(budget: Duration, own_bound_only: bool) {
                 })
             };
             let (one_thread, two_threads) = (apply_on(1), apply_on(2));
+            // The same product split at the masks: what can run before the vector exists,
+            // and what is left once it arrives (checked equal to apply).
+            let seeds = upload.mask_seeds();
+            let precomputed = matrix.precompute(&seeds, &keys).expect("precompute");
+            assert_eq!(
+                matrix.apply_precomputed(&upload, &precomputed).expect("online"),
+                results,
+                "{name}: precomputed results differ"
+            );
+            let (masks, online) = with_threads(2, || {
+                let masks = best_time(budget, || {
+                    black_box(matrix.precompute(&seeds, &keys).expect("precompute"));
+                });
+                let online = best_time(budget, || {
+                    black_box(matrix.apply_precomputed(&upload, &precomputed).expect("online"));
+                });
+                (masks, online)
+            });
             let encrypt = best_time(budget, || {
                 black_box(rhombus_encrypt(&key, plan, &x, &mut rng).expect("encrypt"));
             });
@@ -504,7 +525,7 @@ fn rhombus_rows(budget: Duration, own_bound_only: bool) {
             });
             let (input_switches, tree_switches) = plan.key_switches();
             println!(
-                "{:<8} {:>3} {:>2} {:>9} {:>7} {:>8.1} {:>8.1} {:>9} {:>6} {:>9.2} {:>9.2} {:>8.3} {:>8.3} {:>6.1} {:>7.1} {:>6.0} {:>15}",
+                "{:<8} {:>3} {:>2} {:>9} {:>7} {:>8.1} {:>8.1} {:>9} {:>6} {:>9.2} {:>9.2} {:>9.2} {:>9.3} {:>8.3} {:>8.3} {:>6.1} {:>7.1} {:>6.0} {:>15}",
                 name,
                 1 << plan.log2_input_conjugates(),
                 plan.split_point(),
@@ -516,6 +537,8 @@ fn rhombus_rows(budget: Duration, own_bound_only: bool) {
                 plan.products(),
                 one_thread.as_secs_f64() * 1e3,
                 two_threads.as_secs_f64() * 1e3,
+                masks.as_secs_f64() * 1e3,
+                online.as_secs_f64() * 1e3,
                 encrypt.as_secs_f64() * 1e3,
                 decrypt.as_secs_f64() * 1e3,
                 matrix.noise_sigmas(),
@@ -527,6 +550,9 @@ fn rhombus_rows(budget: Duration, own_bound_only: bool) {
             down += 30 * plan.download_bytes();
             switches += 30 * (input_switches + tree_switches);
             miner += 30.0 * two_threads.as_secs_f64();
+            masks_share += 30.0 * masks.as_secs_f64();
+            online_share += 30.0 * online.as_secs_f64();
+            precomputed_bytes += 30 * precomputed.memory_bytes();
             client += 30.0 * (encrypt + decrypt).as_secs_f64();
             memory += 30 * matrix.memory_bytes();
         }
@@ -534,7 +560,8 @@ fn rhombus_rows(budget: Duration, own_bound_only: bool) {
             "  per SmolLM2 token (30 layers): up {:.2} MB + down {:.2} MB = {:.2} MB, {} key switches, \
              miner {:.0} ms (2 threads), client enc+dec {:.0} ms; Galois keys once per session \
              {:.0} KB ({} input automorphisms at 2^{} digits + {} tree at 2^{}; applies above use \
-             them); encoded weights {:.2} GB",
+             them); encoded weights {:.2} GB\n  with the masks precomputed: {:.0} ms before the \
+             vector exists, {:.0} ms once it arrives ({:.1} MB kept per token)",
             up as f64 / 1e6,
             down as f64 / 1e6,
             (up + down) as f64 / 1e6,
@@ -547,6 +574,9 @@ fn rhombus_rows(budget: Duration, own_bound_only: bool) {
             keys.tree().exponents().len(),
             keys.tree().digit_bits(),
             memory as f64 / 1e9,
+            masks_share * 1e3,
+            online_share * 1e3,
+            precomputed_bytes as f64 / 1e6,
         );
     }
     // Margins and plans of the real weights at three depths (no timing).

@@ -16,6 +16,7 @@
 //! multiply reads each half from the low 32 bits of a lane (after one shift for `hi`).
 
 use multiversion::multiversion;
+use rayon::prelude::*;
 
 use crate::params::CIPHERTEXT_MODULUS as Q;
 use crate::poly::add_mod_q;
@@ -36,10 +37,15 @@ const MONTGOMERY_FACTOR: u64 = ((1u128 << 96) % Q as u128) as u64;
 /// must stay below 2^62, where [`reduce`]'s bounds hold.
 pub(crate) const MAX_TERMS: usize = 127;
 
-/// Terms multiplied per pass over the accumulators: fewer passes over the six lazy sums (which
-/// live in the second-level cache) for the same products. Measured: 4 per pass is 1.6x faster
+/// Terms multiplied per pass over a chunk's lazy sums. Measured: 4 per pass is 1.6x faster
 /// than 1 per pass at 16 terms.
 const TERMS_PER_PASS: usize = 4;
+
+/// Slots summed at a time: every term meets a chunk before the next chunk starts, so the six
+/// lazy sums of a chunk (12 KB) live on the stack, in the first-level cache, and chunks are
+/// the unit of parallel work of [`sums_of_lists`]. (Measured: as fast as whole-ring sums in
+/// per-thread buffers, which this replaces.)
+const CHUNK: usize = 256;
 
 /// A residue mod q in split form.
 pub(crate) fn split(value: u64) -> u64 {
@@ -57,7 +63,8 @@ pub(crate) fn split_scaled(value: u64) -> u64 {
 }
 
 /// One term of [`paired_sums`]: `shared` multiplies both `first` and `second`. Exactly one of
-/// `shared` or the pair (`first`, `second`) is [`split_scaled`], the other [`split`].
+/// `shared` or the pair (`first`, `second`) is [`split_scaled`], the other [`split`]. Sums of
+/// one half ([`sums_of_lists`] with one half) read `first` only.
 #[derive(Clone, Copy)]
 pub(crate) struct PairTerm<'a> {
     pub(crate) shared: &'a [u64],
@@ -75,11 +82,75 @@ pub(crate) fn paired_sums(
     let len = terms.first().map_or_else(|| init_second.map_or(0, <[u64]>::len), |t| t.shared.len());
     let mut first = vec![0u64; len];
     let mut second = vec![0u64; len];
-    SCRATCH.with_borrow_mut(|scratch| {
-        let Scratch { sums, reduced } = scratch;
-        for sum in sums.iter_mut().chain([&mut *reduced]) {
-            sum.resize(len, 0);
-        }
+    let mut sums = ChunkSums::default();
+    for start in (0..len).step_by(CHUNK) {
+        let slots = start..len.min(start + CHUNK);
+        sums.compute(terms, slots.clone(), [&mut first[slots.clone()], &mut second[slots]]);
+    }
+    if let Some(init) = init_second {
+        second.iter_mut().zip(init).for_each(|(o, &i)| *o = add_mod_q(*o, i));
+    }
+    (first, second)
+}
+
+/// The reduced sums of several term lists at once (HALVES = 2: both halves as in
+/// [`paired_sums`]; 1: `first` alone), chunk by chunk in parallel (the accumulators of a
+/// block, which all meet the same conjugates). Every list must have terms, all of one length.
+pub(crate) fn sums_of_lists<const HALVES: usize>(
+    lists: &[Vec<PairTerm<'_>>],
+) -> Vec<[Vec<u64>; HALVES]> {
+    let len = lists.first().and_then(|terms| terms.first()).map_or(0, |t| t.shared.len());
+    let starts: Vec<usize> = (0..len).step_by(CHUNK).collect();
+    let chunks: Vec<Vec<[[u64; CHUNK]; HALVES]>> = starts
+        .into_par_iter()
+        .map(|start| {
+            let slots = start..len.min(start + CHUNK);
+            let width = slots.len();
+            let mut sums = ChunkSums::default();
+            lists
+                .iter()
+                .map(|terms| {
+                    let mut out = [[0u64; CHUNK]; HALVES];
+                    sums.compute(terms, slots.clone(), out.each_mut().map(|o| &mut o[..width]));
+                    out
+                })
+                .collect()
+        })
+        .collect();
+    (0..lists.len())
+        .map(|list| {
+            std::array::from_fn(|half| {
+                let mut values: Vec<u64> =
+                    chunks.iter().flat_map(|chunk| chunk[list][half]).collect();
+                values.truncate(len);
+                values
+            })
+        })
+        .collect()
+}
+
+/// The lazy sums (three per half) of one chunk of slots and a reduction buffer.
+struct ChunkSums {
+    lazy: [[u64; CHUNK]; 6],
+    reduced: [u64; CHUNK],
+}
+
+impl Default for ChunkSums {
+    fn default() -> Self {
+        Self { lazy: [[0; CHUNK]; 6], reduced: [0; CHUNK] }
+    }
+}
+
+impl ChunkSums {
+    /// The reduced sums of `terms` over `slots` (at most [`CHUNK`] of them) into `out`, one
+    /// slice per half.
+    fn compute<const HALVES: usize>(
+        &mut self,
+        terms: &[PairTerm<'_>],
+        slots: std::ops::Range<usize>,
+        mut out: [&mut [u64]; HALVES],
+    ) {
+        let width = slots.len();
         for (index, group) in terms.chunks(MAX_TERMS).enumerate() {
             // The first pass of a group overwrites the sums: no pass to clear them.
             let mut fresh = true;
@@ -88,81 +159,75 @@ pub(crate) fn paired_sums(
                 let take =
                     if rest.len() >= TERMS_PER_PASS { TERMS_PER_PASS } else { rest.len().min(2) };
                 let (pass, tail) = rest.split_at(take);
+                let (lazy, at) = (&mut self.lazy, slots.clone());
                 match (pass, fresh) {
-                    ([a, b, c, d], true) => accumulate::<4, true>(sums, [a, b, c, d]),
-                    ([a, b, c, d], false) => accumulate::<4, false>(sums, [a, b, c, d]),
-                    ([a, b], true) => accumulate::<2, true>(sums, [a, b]),
-                    ([a, b], false) => accumulate::<2, false>(sums, [a, b]),
-                    ([a], true) => accumulate::<1, true>(sums, [a]),
-                    ([a], false) => accumulate::<1, false>(sums, [a]),
+                    ([a, b, c, d], true) => accumulate::<4, true, HALVES>(lazy, at, [a, b, c, d]),
+                    ([a, b, c, d], false) => {
+                        accumulate::<4, false, HALVES>(lazy, at, [a, b, c, d]);
+                    }
+                    ([a, b], true) => accumulate::<2, true, HALVES>(lazy, at, [a, b]),
+                    ([a, b], false) => accumulate::<2, false, HALVES>(lazy, at, [a, b]),
+                    ([a], true) => accumulate::<1, true, HALVES>(lazy, at, [a]),
+                    ([a], false) => accumulate::<1, false, HALVES>(lazy, at, [a]),
                     _ => unreachable!("passes take 4, 2 or 1 terms"),
                 }
                 fresh = false;
                 rest = tail;
             }
-            for (out, parts) in [(&mut first, &sums[..3]), (&mut second, &sums[3..])] {
+            for (out, parts) in out.iter_mut().zip(self.lazy.chunks_exact(3)) {
+                let parts = [&parts[0][..width], &parts[1][..width], &parts[2][..width]];
                 if index == 0 {
-                    reduce(&parts[0], &parts[1], &parts[2], out);
+                    reduce(parts, out);
                 } else {
-                    reduce(&parts[0], &parts[1], &parts[2], reduced);
+                    let reduced = &mut self.reduced[..width];
+                    reduce(parts, reduced);
                     out.iter_mut().zip(&*reduced).for_each(|(o, &r)| *o = add_mod_q(*o, r));
                 }
             }
         }
-    });
-    if let Some(init) = init_second {
-        second.iter_mut().zip(init).for_each(|(o, &i)| *o = add_mod_q(*o, i));
     }
-    (first, second)
 }
 
-/// Per-thread buffers of [`paired_sums`]: the six lazy sums of a ciphertext's two halves
-/// (96 KB at N = 2048) are reused rather than allocated and cleared for every call.
-#[derive(Default)]
-struct Scratch {
-    sums: [Vec<u64>; 6],
-    reduced: Vec<u64>,
-}
-
-thread_local! {
-    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
-}
-
-/// sums += (or, when FRESH, =) products of T terms (lazy: `lo lo`, `lo hi + hi lo`, `hi hi`
-/// for each half), in one pass over the six sums. Compiled for AVX-512, AVX2 and the
-/// baseline, chosen at run time.
+/// sums += (or, when FRESH, =) products of T terms over `slots` (lazy: `lo lo`,
+/// `lo hi + hi lo`, `hi hi` for each of the HALVES halves), in one pass over the chunk's sums.
+/// Compiled for AVX-512, AVX2 and the baseline, chosen at run time.
 #[multiversion(targets("x86_64+avx512f+avx512vl", "x86_64+avx2"))]
-fn accumulate<const T: usize, const FRESH: bool>(
-    sums: &mut [Vec<u64>; 6],
+fn accumulate<const T: usize, const FRESH: bool, const HALVES: usize>(
+    sums: &mut [[u64; CHUNK]; 6],
+    slots: std::ops::Range<usize>,
     terms: [&PairTerm<'_>; T],
 ) {
+    let len = slots.len();
     let [low_1, mid_1, high_1, low_2, mid_2, high_2] = sums;
-    let len = low_1.len();
     let (low_1, mid_1, high_1) = (&mut low_1[..len], &mut mid_1[..len], &mut high_1[..len]);
     let (low_2, mid_2, high_2) = (&mut low_2[..len], &mut mid_2[..len], &mut high_2[..len]);
-    let shared = terms.map(|t| &t.shared[..len]);
-    let first = terms.map(|t| &t.first[..len]);
-    let second = terms.map(|t| &t.second[..len]);
+    let shared = terms.map(|t| &t.shared[slots.clone()]);
+    let first = terms.map(|t| &t.first[slots.clone()]);
+    let second = terms.map(|t| &t.second[if HALVES == 2 { slots.clone() } else { 0..0 }]);
     for i in 0..len {
-        let (mut l1, mut m1, mut h1, mut l2, mut m2, mut h2) = if FRESH {
-            (0, 0, 0, 0, 0, 0)
-        } else {
-            (low_1[i], mid_1[i], high_1[i], low_2[i], mid_2[i], high_2[i])
-        };
+        let (mut l1, mut m1, mut h1) =
+            if FRESH { (0, 0, 0) } else { (low_1[i], mid_1[i], high_1[i]) };
+        let (mut l2, mut m2, mut h2) =
+            if FRESH || HALVES == 1 { (0, 0, 0) } else { (low_2[i], mid_2[i], high_2[i]) };
         for t in 0..T {
-            let (x, y, z) = (shared[t][i], first[t][i], second[t][i]);
+            let (x, y) = (shared[t][i], first[t][i]);
             let (x_lo, x_hi) = (x & LOW_32, x >> 32);
             let (y_lo, y_hi) = (y & LOW_32, y >> 32);
-            let (z_lo, z_hi) = (z & LOW_32, z >> 32);
             l1 += x_lo * y_lo;
             m1 += x_lo * y_hi + x_hi * y_lo;
             h1 += x_hi * y_hi;
-            l2 += x_lo * z_lo;
-            m2 += x_lo * z_hi + x_hi * z_lo;
-            h2 += x_hi * z_hi;
+            if HALVES == 2 {
+                let z = second[t][i];
+                let (z_lo, z_hi) = (z & LOW_32, z >> 32);
+                l2 += x_lo * z_lo;
+                m2 += x_lo * z_hi + x_hi * z_lo;
+                h2 += x_hi * z_hi;
+            }
         }
         (low_1[i], mid_1[i], high_1[i]) = (l1, m1, h1);
-        (low_2[i], mid_2[i], high_2[i]) = (l2, m2, h2);
+        if HALVES == 2 {
+            (low_2[i], mid_2[i], high_2[i]) = (l2, m2, h2);
+        }
     }
 }
 
@@ -181,7 +246,7 @@ fn montgomery_step(x: u64) -> u64 {
 /// them d + t 2^54 with d < 2^54, the fold 2^54 = 9 2^32 - 1 turns that into
 /// (d - t) + 9 t 2^32, and two more steps remove the 2^32 and reduce below 2q.
 #[multiversion(targets("x86_64+avx512f+avx512vl", "x86_64+avx2"))]
-fn reduce(low: &[u64], mid: &[u64], high: &[u64], out: &mut [u64]) {
+fn reduce([low, mid, high]: [&[u64]; 3], out: &mut [u64]) {
     let len = out.len();
     let (low, mid, high) = (&low[..len], &mid[..len], &high[..len]);
     for i in 0..len {
@@ -253,6 +318,34 @@ mod tests {
     }
 
     #[test]
+    fn sums_of_lists_match_paired_sums_in_both_halves_and_in_one() {
+        let mut rng = ChaCha20Rng::seed_from_u64(7);
+        let len = 601; // three chunks, the last one short
+        let uniform = |rng: &mut ChaCha20Rng| {
+            let mut v = vec![0u64; len];
+            sample_uniform(rng, &mut v);
+            v
+        };
+        let polys: Vec<[Vec<u64>; 3]> = (0..MAX_TERMS + 9)
+            .map(|_| {
+                let [x, y, z] = std::array::from_fn(|_| uniform(&mut rng));
+                [x.iter().map(|&v| split_scaled(v)).collect(), split_all(&y), split_all(&z)]
+            })
+            .collect();
+        let terms: Vec<PairTerm<'_>> =
+            polys.iter().map(|[x, y, z]| PairTerm { shared: x, first: y, second: z }).collect();
+        let lists: Vec<Vec<PairTerm<'_>>> =
+            [1, 5, MAX_TERMS + 9].iter().map(|&count| terms[..count].to_vec()).collect();
+        let both = sums_of_lists::<2>(&lists);
+        let one = sums_of_lists::<1>(&lists);
+        for (list, terms) in lists.iter().enumerate() {
+            let (first, second) = paired_sums(terms, None);
+            assert_eq!(both[list], [first.clone(), second], "{} terms", terms.len());
+            assert_eq!(one[list], [first], "{} terms", terms.len());
+        }
+    }
+
+    #[test]
     fn reduction_is_exact_over_its_whole_input_range() {
         let mut rng = ChaCha20Rng::seed_from_u64(6);
         let max = (1u64 << 62) - 1;
@@ -264,7 +357,7 @@ mod tests {
         );
         let columns: [Vec<u64>; 3] = std::array::from_fn(|k| values.iter().map(|v| v[k]).collect());
         let mut out = vec![0u64; values.len()];
-        reduce(&columns[0], &columns[1], &columns[2], &mut out);
+        reduce([&columns[0], &columns[1], &columns[2]], &mut out);
         let q = u128::from(Q);
         let inverse_factor = (0..96).fold(1u128, |acc, _| acc * q.div_ceil(2) % q); // 2^-96
         for (v, &r) in values.iter().zip(&out) {

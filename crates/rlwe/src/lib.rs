@@ -62,8 +62,8 @@ pub use params::{
     MIN_NOISE_SIGMAS, MOD_SWITCH_HEADROOM_BITS, Params, RING_DEGREE, SECURITY_NOTE,
 };
 pub use rhombus::{
-    ColumnLayout, RhombusKeys, RhombusMatrix, RhombusPlan, RhombusResult, RhombusUpload,
-    rhombus_decrypt, rhombus_encrypt, rhombus_result_bytes, rhombus_upload_bytes,
+    ColumnLayout, RhombusKeys, RhombusMatrix, RhombusPlan, RhombusPrecomputed, RhombusResult,
+    RhombusUpload, rhombus_decrypt, rhombus_encrypt, rhombus_result_bytes, rhombus_upload_bytes,
     rhombus_worst_case_noise_sigmas,
 };
 pub use rlwe::{ResultCiphertext, SecretKey, UploadCiphertext};

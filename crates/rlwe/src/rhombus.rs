@@ -36,7 +36,7 @@ use rayon::prelude::*;
 
 use crate::error::RlweError;
 use crate::galois::{GaloisKeys, KeyNtt, MAX_DIGIT_BITS, MIN_DIGIT_BITS, decompose, gadget_digits};
-use crate::lanes::{PairTerm, paired_sums, split, split_all, split_scaled};
+use crate::lanes::{PairTerm, paired_sums, split, split_all, split_scaled, sums_of_lists};
 use crate::params::{
     CIPHERTEXT_MODULUS, CIPHERTEXT_MODULUS_BITS, MAX_ABS_INPUT, MAX_LOG2_PLAINTEXT_MODULUS,
     MIN_NOISE_SIGMAS, Params, RING_DEGREE,
@@ -719,6 +719,29 @@ struct UploadPart {
     b: Vec<u64>,
 }
 
+/// What a product's results owe to the masks of one upload ([`RhombusMatrix::precompute`]):
+/// per result ciphertext its a part, final, and the masks' share of its b at the rows.
+#[derive(Clone, Debug)]
+pub struct RhombusPrecomputed {
+    mask_seeds: Vec<[u8; 32]>,
+    blocks: Vec<PrecomputedBlock>,
+}
+
+#[derive(Clone, Debug)]
+struct PrecomputedBlock {
+    /// Switched to the result modulus.
+    a: Vec<u64>,
+    /// Mod q, coefficient form, in row order.
+    rows: Vec<u64>,
+}
+
+impl RhombusPrecomputed {
+    /// Resident size, for the miner's memory budget.
+    pub fn memory_bytes(&self) -> usize {
+        self.blocks.iter().map(|b| (b.a.len() + b.rows.len()) * size_of::<u64>()).sum()
+    }
+}
+
 /// One packed result: the whole mask a (mod q'' = t 2^packed_headroom_bits) and b at the
 /// coefficients that carry outputs, in row order.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -1114,11 +1137,87 @@ impl RhombusMatrix {
     ) -> Result<Vec<RhombusResult>, RlweError> {
         self.check_keys(keys.input(), keys.tree())?;
         self.check_upload(upload)?;
-        let conjugates = self.conjugates(upload, keys)?;
+        let b_parts: Vec<Vec<u64>> = upload.parts.iter().map(|part| self.upload_b(part)).collect();
+        let conjugates = self.conjugates(&upload.mask_seeds(), Some(&b_parts), keys)?;
         (0..self.plan.result_cts())
             .into_par_iter()
-            .map(|block| self.block_result(&conjugates, block, keys))
+            .map(|block| {
+                let NttCt { a, b } = self.block_root(&conjugates, block, keys)?;
+                Ok(self.result(block, self.switched_a(a), &self.root_rows(block, b)))
+            })
             .collect()
+    }
+
+    /// The share of [`Self::apply`]'s work that depends only on the uploads' masks, done
+    /// before the vector exists (the client commits to the mask seeds, one per column part,
+    /// ahead of time): every key switch, the a halves of the products and what the key
+    /// switches add to b. What is left for [`Self::apply_precomputed`] is the b halves of the
+    /// products and the tree's additions, about a sixth of the work, and needs no keys.
+    pub fn precompute(
+        &self,
+        mask_seeds: &[[u8; 32]],
+        keys: &RhombusKeys,
+    ) -> Result<RhombusPrecomputed, RlweError> {
+        self.check_keys(keys.input(), keys.tree())?;
+        if mask_seeds.len() != self.plan.parts.len() {
+            return Err(RlweError::LayoutMismatch {
+                what: PRECOMPUTED_WHAT,
+                detail: format!(
+                    "{} mask seeds for a plan of {} column parts",
+                    mask_seeds.len(),
+                    self.plan.parts.len()
+                ),
+            });
+        }
+        // With every b = 0 the pipeline computes the masks' share exactly: it is linear in
+        // the b parts, and a key switch's a part and its addition to b depend on a alone.
+        let conjugates = self.conjugates(mask_seeds, None, keys)?;
+        let blocks = (0..self.plan.result_cts())
+            .into_par_iter()
+            .map(|block| {
+                let NttCt { a, b } = self.block_root(&conjugates, block, keys)?;
+                Ok(PrecomputedBlock { a: self.switched_a(a), rows: self.root_rows(block, b) })
+            })
+            .collect::<Result<_, RlweError>>()?;
+        Ok(RhombusPrecomputed { mask_seeds: mask_seeds.to_vec(), blocks })
+    }
+
+    /// [`Self::apply`] for an upload whose masks were [`Self::precompute`]d: the same results,
+    /// bit for bit, from the b parts alone.
+    pub fn apply_precomputed(
+        &self,
+        upload: &RhombusUpload,
+        precomputed: &RhombusPrecomputed,
+    ) -> Result<Vec<RhombusResult>, RlweError> {
+        self.check_upload(upload)?;
+        if upload.mask_seeds() != precomputed.mask_seeds
+            || precomputed.blocks.len() != self.plan.result_cts()
+        {
+            return Err(RlweError::LayoutMismatch {
+                what: PRECOMPUTED_WHAT,
+                detail: "precomputed for other masks or another plan".into(),
+            });
+        }
+        // The conjugates of a ciphertext with a = 0 are permutations of its b (NTT form).
+        let mut conjugates_b = Vec::new();
+        for (upload, part) in upload.parts.iter().zip(&self.plan.parts) {
+            let b = self.upload_b(upload);
+            for j in 1..self.plan.part_g0(part) {
+                let k = conjugate_exponent(part.h(), j);
+                conjugates_b.push(split_all(&permute(&b, &self.automorphisms.permutations[&k])));
+            }
+            let identity = conjugates_b.len() + 1 - self.plan.part_g0(part);
+            conjugates_b.insert(identity, split_all(&b));
+        }
+        Ok((0..self.plan.result_cts())
+            .into_par_iter()
+            .map(|block| {
+                let mut rows = self.root_rows(block, self.block_root_b(&conjugates_b, block));
+                let offline = &precomputed.blocks[block];
+                rows.iter_mut().zip(&offline.rows).for_each(|(b, &o)| *b = add_mod_q(*b, o));
+                self.result(block, offline.a.clone(), &rows)
+            })
+            .collect())
     }
 
     /// [`Self::apply`] for several vectors of one key (prefill), in parallel.
@@ -1204,35 +1303,44 @@ impl RhombusMatrix {
         Ok(())
     }
 
+    /// A part's b in NTT form, times N^-1.
+    fn upload_b(&self, upload: &UploadPart) -> Vec<u64> {
+        let ntt = self.params.ntt();
+        let mut b: Vec<u64> =
+            upload.b.iter().map(|&v| switch_from_power_of_two(v, upload.upload_bits)).collect();
+        ntt.forward(&mut b);
+        ntt.scale_by_inverse_n(&mut b);
+        b
+    }
+
     /// The conjugates tau_j(upload) of every part (j < g0 of the part), in NTT form, from one
-    /// hoisted decomposition per part; split for the products.
+    /// hoisted decomposition per part; split for the products. `b_parts` None: every b = 0
+    /// (the masks' share, [`Self::precompute`]).
     fn conjugates(
         &self,
-        upload: &RhombusUpload,
+        mask_seeds: &[[u8; 32]],
+        b_parts: Option<&[Vec<u64>]>,
         keys: &RhombusKeys,
     ) -> Result<Vec<NttCt>, RlweError> {
-        let per_part: Vec<Vec<NttCt>> = upload
-            .parts
-            .par_iter()
-            .zip(&self.plan.parts)
-            .map(|(upload, part)| self.part_conjugates(upload, part, keys))
+        let per_part: Vec<Vec<NttCt>> = (0..self.plan.parts.len())
+            .into_par_iter()
+            .map(|index| {
+                let b = b_parts.map_or_else(|| vec![0; N], |parts| parts[index].clone());
+                self.part_conjugates(&mask_seeds[index], b, &self.plan.parts[index], keys)
+            })
             .collect::<Result<_, RlweError>>()?;
         Ok(per_part.into_iter().flatten().collect())
     }
 
     fn part_conjugates(
         &self,
-        upload: &UploadPart,
+        mask_seed: &[u8; 32],
+        b: Vec<u64>,
         part: &ColumnPart,
         keys: &RhombusKeys,
     ) -> Result<Vec<NttCt>, RlweError> {
-        let ntt = self.params.ntt();
-        let mut a = expand_mask_ntt(&upload.seed);
-        ntt.scale_by_inverse_n(&mut a);
-        let mut b: Vec<u64> =
-            upload.b.iter().map(|&v| switch_from_power_of_two(v, upload.upload_bits)).collect();
-        ntt.forward(&mut b);
-        ntt.scale_by_inverse_n(&mut b);
+        let mut a = expand_mask_ntt(mask_seed);
+        self.params.ntt().scale_by_inverse_n(&mut a);
         let identity = NttCt { a, b };
         let g0 = self.plan.part_g0(part);
         let Some(input) = keys.input().filter(|_| g0 > 1) else {
@@ -1257,54 +1365,106 @@ impl RhombusMatrix {
         Ok(all)
     }
 
-    /// Accumulators of `block`, then its packing tree, then the switch to q''.
-    fn block_result(
-        &self,
-        conjugates: &[NttCt],
+    /// The term lists of `block`'s accumulators: the conjugates (or their b parts) against
+    /// the accumulator's twisted weights.
+    fn accumulator_terms<'a>(
+        &'a self,
+        conjugates: &'a [(&'a [u64], &'a [u64])],
         block: usize,
-        keys: &RhombusKeys,
-    ) -> Result<RhombusResult, RlweError> {
+    ) -> Vec<Vec<PairTerm<'a>>> {
         let plan = &self.plan;
         let per_accumulator = plan.conjugates_per_accumulator();
         let first: usize =
             (0..block).map(|b| plan.accumulators(b)).sum::<usize>() * per_accumulator;
-        let accumulators: Vec<NttCt> = (0..plan.accumulators(block))
-            .into_par_iter()
+        (0..plan.accumulators(block))
             .map(|acc| {
                 let weights = &self.weights[first + acc * per_accumulator..][..per_accumulator];
-                accumulate(conjugates, weights)
+                conjugates
+                    .iter()
+                    .zip(weights)
+                    .map(|(&(first, second), w)| PairTerm { shared: w, first, second })
+                    .collect()
             })
-            .collect();
-        let mut slots: Vec<Option<NttCt>> = (0..plan.stride()).map(|_| None).collect();
-        for (acc, ct) in accumulators.into_iter().enumerate() {
-            slots[plan.slot(block, acc)] = Some(ct);
+            .collect()
+    }
+
+    /// The tree's slots of `block`, filled with its accumulators.
+    fn tree_slots<T>(&self, block: usize, accumulators: impl Iterator<Item = T>) -> Vec<Option<T>> {
+        let mut slots: Vec<Option<T>> = (0..self.plan.stride()).map(|_| None).collect();
+        for (acc, node) in accumulators.enumerate() {
+            slots[self.plan.slot(block, acc)] = Some(node);
         }
-        let NttCt { mut a, mut b } =
-            self.pack_tree(keys, slots)?.expect("every block has an accumulator");
-        let ntt = self.params.ntt();
-        ntt.inverse_unscaled(&mut a);
-        ntt.inverse_unscaled(&mut b);
-        let bits = plan.result_bits;
-        Ok(RhombusResult {
-            log2_t: plan.log2_t,
-            log2_c: plan.log2_c(),
-            u: plan.u,
-            block,
-            a: a.iter().map(|&v| switch_to_power_of_two(v, bits)).collect(),
-            b: (0..plan.rows_in_block(block))
-                .map(|row| switch_to_power_of_two(b[plan.position(block, row)], bits))
-                .collect(),
-        })
+        slots
+    }
+
+    /// Accumulators of `block`, then its packing tree: the packed ciphertext in NTT form.
+    fn block_root(
+        &self,
+        conjugates: &[NttCt],
+        block: usize,
+        keys: &RhombusKeys,
+    ) -> Result<NttCt, RlweError> {
+        let halves: Vec<(&[u64], &[u64])> =
+            conjugates.iter().map(|ct| (ct.a.as_slice(), ct.b.as_slice())).collect();
+        let lists = self.accumulator_terms(&halves, block);
+        let accumulators = sums_of_lists::<2>(&lists).into_iter().map(|[a, b]| NttCt { a, b });
+        let tree_keys = keys.tree_split();
+        let switch = |ct: &NttCt, k: usize| -> Result<NttCt, RlweError> {
+            let key = tree_keys.get(&k).ok_or_else(|| RlweError::LayoutMismatch {
+                what: "Galois keys",
+                detail: format!("no key for the automorphism X -> X^{k}"),
+            })?;
+            // One node, one automorphism: rotate a in coefficient form (one pass) so that the
+            // digits meet the keys slot by slot, instead of gathering every digit.
+            let digits = ntt_digits(&self.params, &ct.a, Some(k), keys.tree().digit_bits());
+            Ok(switch_rotated(&digits, key, &ct.b, &self.automorphisms.permutations[&k]))
+        };
+        let root = self.pack_tree(self.tree_slots(block, accumulators), &switch)?;
+        Ok(root.expect("every block has an accumulator"))
+    }
+
+    /// [`Self::block_root`]'s b part for conjugates with a = 0 (the upload's share once the
+    /// masks' share is precomputed): a key switch of such a node is its bare automorphism.
+    fn block_root_b(&self, conjugates_b: &[Vec<u64>], block: usize) -> Vec<u64> {
+        let halves: Vec<(&[u64], &[u64])> =
+            conjugates_b.iter().map(|b| (b.as_slice(), b.as_slice())).collect();
+        let lists = self.accumulator_terms(&halves, block);
+        let accumulators = sums_of_lists::<1>(&lists).into_iter().map(|[b]| BPart(b));
+        let switch = |node: &BPart, k: usize| -> Result<BPart, RlweError> {
+            Ok(BPart(permute(&node.0, &self.automorphisms.permutations[&k])))
+        };
+        let root = self.pack_tree(self.tree_slots(block, accumulators), &switch);
+        root.expect("a bare automorphism cannot fail").expect("every block has an accumulator").0
+    }
+
+    /// The root's b part (NTT form) in coefficient form at the coefficients that carry the
+    /// block's rows, in row order.
+    fn root_rows(&self, block: usize, mut b: Vec<u64>) -> Vec<u64> {
+        self.params.ntt().inverse_unscaled(&mut b);
+        (0..self.plan.rows_in_block(block)).map(|row| b[self.plan.position(block, row)]).collect()
+    }
+
+    /// The root's a part (NTT form) switched to the result modulus.
+    fn switched_a(&self, mut a: Vec<u64>) -> Vec<u64> {
+        self.params.ntt().inverse_unscaled(&mut a);
+        a.iter().map(|&v| switch_to_power_of_two(v, self.plan.result_bits)).collect()
+    }
+
+    fn result(&self, block: usize, a: Vec<u64>, rows: &[u64]) -> RhombusResult {
+        let plan = &self.plan;
+        let b = rows.iter().map(|&v| switch_to_power_of_two(v, plan.result_bits)).collect();
+        RhombusResult { log2_t: plan.log2_t, log2_c: plan.log2_c(), u: plan.u, block, a, b }
     }
 
     /// PackLWEs over `nodes` (length a power of two; node v ends at offset v):
     /// pack = pack(even) + X^h pack(odd) + KS_k(pack(even) - X^h pack(odd)), h = S / len,
-    /// k = N / h + 1, all in NTT form (see `crate::packing` for why the garbage cancels).
-    fn pack_tree(
+    /// k = N / h + 1, all in NTT form (see `crate::packing` for why the garbage cancels);
+    /// `switch` is KS_k.
+    fn pack_tree<T: TreeNode>(
         &self,
-        keys: &RhombusKeys,
-        nodes: Vec<Option<NttCt>>,
-    ) -> Result<Option<NttCt>, RlweError> {
+        nodes: Vec<Option<T>>,
+        switch: &(impl Fn(&T, usize) -> Result<T, RlweError> + Sync),
+    ) -> Result<Option<T>, RlweError> {
         let len = nodes.len();
         if len == 1 {
             return Ok(nodes.into_iter().next().expect("one node"));
@@ -1316,47 +1476,89 @@ impl RhombusMatrix {
         for (i, node) in nodes.into_iter().enumerate() {
             if i % 2 == 0 { even.push(node) } else { odd.push(node) }
         }
-        let (even, odd) = rayon::join(|| self.pack_tree(keys, even), || self.pack_tree(keys, odd));
+        let (even, odd) =
+            rayon::join(|| self.pack_tree(even, switch), || self.pack_tree(odd, switch));
         let (even, odd) = (even?, odd?);
         let h = self.plan.stride() / len;
         let k = N / h + 1;
         let shift = &self.automorphisms.shifts[h.trailing_zeros() as usize];
-        let switch = |ct: &NttCt| -> Result<NttCt, RlweError> {
-            let key = keys.tree_split().get(&k).ok_or_else(|| RlweError::LayoutMismatch {
-                what: "Galois keys",
-                detail: format!("no key for the automorphism X -> X^{k}"),
-            })?;
-            // One node, one automorphism: rotate a in coefficient form (one pass) so that the
-            // digits meet the keys slot by slot, instead of gathering every digit.
-            let digits = ntt_digits(&self.params, &ct.a, Some(k), keys.tree().digit_bits());
-            Ok(switch_rotated(&digits, key, &ct.b, &self.automorphisms.permutations[&k]))
-        };
         Ok(match (even, odd) {
             (None, None) => None,
             (Some(mut e), None) => {
-                let switched = switch(&e)?;
-                add_assign(&mut e, &switched);
+                let switched = switch(&e, k)?;
+                e.add(&switched);
                 Some(e)
             }
             (None, Some(mut o)) => {
-                let switched = switch(&o)?;
-                add_assign(&mut o, &switched);
-                multiply_assign(&mut o, shift);
+                let switched = switch(&o, k)?;
+                o.add(&switched);
+                o.shift(shift);
                 Some(o)
             }
             (Some(mut e), Some(mut o)) => {
-                multiply_assign(&mut o, shift);
-                let difference = NttCt {
-                    a: e.a.iter().zip(&o.a).map(|(&x, &y)| sub_mod_q(x, y)).collect(),
-                    b: e.b.iter().zip(&o.b).map(|(&x, &y)| sub_mod_q(x, y)).collect(),
-                };
-                let switched = switch(&difference)?;
-                add_assign(&mut e, &o);
-                add_assign(&mut e, &switched);
+                o.shift(shift);
+                let switched = switch(&e.difference(&o), k)?;
+                e.add(&o);
+                e.add(&switched);
                 Some(e)
             }
         })
     }
+}
+
+/// What [`RhombusMatrix::pack_tree`] does to its nodes besides the key switch: whole
+/// ciphertexts, or b parts alone ([`BPart`]).
+trait TreeNode: Send + Sized {
+    fn add(&mut self, other: &Self);
+    fn difference(&self, other: &Self) -> Self;
+    /// Times X^h (given as NTT(X^h)).
+    fn shift(&mut self, by: &ShoupVector);
+}
+
+impl TreeNode for NttCt {
+    fn add(&mut self, other: &Self) {
+        add_assign(&mut self.a, &other.a);
+        add_assign(&mut self.b, &other.b);
+    }
+
+    fn difference(&self, other: &Self) -> Self {
+        Self { a: difference(&self.a, &other.a), b: difference(&self.b, &other.b) }
+    }
+
+    fn shift(&mut self, by: &ShoupVector) {
+        by.multiply(&mut self.a);
+        by.multiply(&mut self.b);
+    }
+}
+
+/// The b part of a ciphertext whose a part is zero, NTT form.
+struct BPart(Vec<u64>);
+
+impl TreeNode for BPart {
+    fn add(&mut self, other: &Self) {
+        add_assign(&mut self.0, &other.0);
+    }
+
+    fn difference(&self, other: &Self) -> Self {
+        Self(difference(&self.0, &other.0))
+    }
+
+    fn shift(&mut self, by: &ShoupVector) {
+        by.multiply(&mut self.0);
+    }
+}
+
+fn add_assign(x: &mut [u64], y: &[u64]) {
+    x.iter_mut().zip(y).for_each(|(x, &y)| *x = add_mod_q(*x, y));
+}
+
+fn difference(x: &[u64], y: &[u64]) -> Vec<u64> {
+    x.iter().zip(y).map(|(&x, &y)| sub_mod_q(x, y)).collect()
+}
+
+/// Slot i of the result is slot permutation(i) of `values`.
+fn permute(values: &[u64], permutation: &[u32]) -> Vec<u64> {
+    permutation.iter().map(|&from| values[from as usize]).collect()
 }
 
 /// Gadget digits of a polynomial given in NTT form (times N^-1), optionally after the
@@ -1401,8 +1603,7 @@ fn switch_rotated(
     b_scaled: &[u64],
     permutation: &[u32],
 ) -> NttCt {
-    let rotated_b: Vec<u64> = permutation.iter().map(|&from| b_scaled[from as usize]).collect();
-    key_switch_sums(digits, key, &rotated_b)
+    key_switch_sums(digits, key, &permute(b_scaled, permutation))
 }
 
 /// A hoisted conjugate: the digits of the unrotated mask meet the pre-permuted key slot by
@@ -1410,29 +1611,7 @@ fn switch_rotated(
 /// ct.b are permuted once: slot i of the result is slot perm(i) of the sums.
 fn switch_hoisted(digits: &[Vec<u64>], key: &PreparedKey, b_scaled: &[u64]) -> NttCt {
     let sums = key_switch_sums(digits, &key.key, b_scaled);
-    let permute = |sum: &[u64]| key.permutation.iter().map(|&from| sum[from as usize]).collect();
-    NttCt { a: permute(&sums.a), b: permute(&sums.b) }
-}
-
-/// sum_j conjugate_j * weight_j pointwise, both split.
-fn accumulate(conjugates: &[NttCt], weights: &[Vec<u64>]) -> NttCt {
-    let terms: Vec<PairTerm<'_>> = conjugates
-        .iter()
-        .zip(weights)
-        .map(|(ct, w)| PairTerm { shared: w, first: &ct.a, second: &ct.b })
-        .collect();
-    let (a, b) = paired_sums(&terms, None);
-    NttCt { a, b }
-}
-
-fn add_assign(x: &mut NttCt, y: &NttCt) {
-    x.a.iter_mut().zip(&y.a).for_each(|(x, &y)| *x = add_mod_q(*x, y));
-    x.b.iter_mut().zip(&y.b).for_each(|(x, &y)| *x = add_mod_q(*x, y));
-}
-
-fn multiply_assign(x: &mut NttCt, by: &ShoupVector) {
-    by.multiply(&mut x.a);
-    by.multiply(&mut x.b);
+    NttCt { a: permute(&sums.a, &key.permutation), b: permute(&sums.b, &key.permutation) }
 }
 
 const UPLOAD_MAGIC: [u8; 2] = *b"BX";
@@ -1440,9 +1619,15 @@ const RESULT_MAGIC: [u8; 2] = *b"BY";
 const UPLOAD_HEADER_BYTES: usize = 8;
 const RESULT_HEADER_BYTES: usize = 11;
 const UPLOAD_WHAT: &str = "Rhombus upload";
+const PRECOMPUTED_WHAT: &str = "precomputed Rhombus product";
 const RESULT_WHAT: &str = "Rhombus result";
 
 impl RhombusUpload {
+    /// The seeds of the parts' masks, in part order (what [`RhombusMatrix::precompute`] takes).
+    pub fn mask_seeds(&self) -> Vec<[u8; 32]> {
+        self.parts.iter().map(|part| part.seed).collect()
+    }
+
     /// Per column part: "BX", version 1, log2 N, log2 t, upload bits, log2 c, log2 g0, 32-byte
     /// seed, N values of b at `upload_bits` bits (LSB first, zero padding); the parts one
     /// after the other, widest first.
@@ -1750,6 +1935,51 @@ mod tests {
 
     /// Two uploads (576 = 512 + 64, 1536 = 1024 + 512) at split points where the narrow part
     /// has no conjugates and where it has some, through every wire format.
+    #[test]
+    fn precomputed_masks_give_the_same_results_bit_for_bit() {
+        let mut rng = ChaCha20Rng::seed_from_u64(41);
+        // Split parts with conjugates in both, one padded upload without conjugates (no
+        // input keys), and two result ciphertexts.
+        let cases = [
+            ((960, 576), ColumnLayout::Split, (3, 2, 8)),
+            ((200, 300), ColumnLayout::Padded, (0, 0, 8)),
+            ((2100, 300), ColumnLayout::Split, (2, 2, 8)),
+        ];
+        for ((n_out, n_in), layout, (log2_g0, input_bits, tree_bits)) in cases {
+            let weights = small_weights(&mut rng, n_out * n_in, 3);
+            let params = Params::for_weights(n_in, &weights).unwrap();
+            let plan = RhombusPlan::with_layout(
+                &params,
+                n_in,
+                n_out,
+                layout,
+                (log2_g0, 54, input_bits, tree_bits),
+            )
+            .unwrap();
+            let key = SecretKey::generate(&params, &mut rng);
+            let keys = RhombusKeys::generate(&key, &[&plan], &mut rng).unwrap();
+            let matrix = RhombusMatrix::encode(&params, &plan, &weights).unwrap();
+            let x = random_i8(&mut rng, n_in, i8::MIN);
+            let upload = rhombus_encrypt(&key, &plan, &x, &mut rng).unwrap();
+            let precomputed = matrix.precompute(&upload.mask_seeds(), &keys).unwrap();
+            let online = matrix.apply_precomputed(&upload, &precomputed).unwrap();
+            assert_eq!(online, matrix.apply(&upload, &keys).unwrap(), "{n_out} x {n_in}");
+            assert_eq!(
+                rhombus_decrypt(&key, &plan, &online, params.product_bound()).unwrap(),
+                plain_products(&weights, &x)
+            );
+
+            // Another upload of the same vector has other masks: refused, not miscomputed.
+            let other = rhombus_encrypt(&key, &plan, &x, &mut rng).unwrap();
+            let error = matrix.apply_precomputed(&other, &precomputed).unwrap_err();
+            assert!(error.to_string().contains("other masks"), "{error}");
+            let mut seeds = upload.mask_seeds();
+            seeds.push([0; 32]);
+            let error = matrix.precompute(&seeds, &keys).unwrap_err();
+            assert!(error.to_string().contains("mask seeds for a plan of"), "{error}");
+        }
+    }
+
     #[test]
     fn split_columns_are_exact() {
         let mut rng = ChaCha20Rng::seed_from_u64(31);
