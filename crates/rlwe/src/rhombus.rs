@@ -1138,7 +1138,7 @@ impl RhombusMatrix {
         self.check_keys(keys.input(), keys.tree())?;
         self.check_upload(upload)?;
         let b_parts: Vec<Vec<u64>> = upload.parts.iter().map(|part| self.upload_b(part)).collect();
-        let conjugates = self.conjugates(&upload.mask_seeds(), Some(&b_parts), keys)?;
+        let conjugates = self.conjugates(&upload.mask_seeds(), Some(b_parts), keys)?;
         (0..self.plan.result_cts())
             .into_par_iter()
             .map(|block| {
@@ -1198,16 +1198,16 @@ impl RhombusMatrix {
                 detail: "precomputed for other masks or another plan".into(),
             });
         }
-        // The conjugates of a ciphertext with a = 0 are permutations of its b (NTT form).
+        // The conjugates of a ciphertext with a = 0 are permutations of its b (NTT form), in
+        // the order `conjugates` makes them: each part's identity, then j = 1..g0.
         let mut conjugates_b = Vec::new();
         for (upload, part) in upload.parts.iter().zip(&self.plan.parts) {
             let b = self.upload_b(upload);
+            conjugates_b.push(split_all(&b));
             for j in 1..self.plan.part_g0(part) {
                 let k = conjugate_exponent(part.h(), j);
                 conjugates_b.push(split_all(&permute(&b, &self.automorphisms.permutations[&k])));
             }
-            let identity = conjugates_b.len() + 1 - self.plan.part_g0(part);
-            conjugates_b.insert(identity, split_all(&b));
         }
         Ok((0..self.plan.result_cts())
             .into_par_iter()
@@ -1319,15 +1319,15 @@ impl RhombusMatrix {
     fn conjugates(
         &self,
         mask_seeds: &[[u8; 32]],
-        b_parts: Option<&[Vec<u64>]>,
+        b_parts: Option<Vec<Vec<u64>>>,
         keys: &RhombusKeys,
     ) -> Result<Vec<NttCt>, RlweError> {
-        let per_part: Vec<Vec<NttCt>> = (0..self.plan.parts.len())
+        let b_parts = b_parts.unwrap_or_else(|| vec![vec![0; N]; self.plan.parts.len()]);
+        let per_part: Vec<Vec<NttCt>> = b_parts
             .into_par_iter()
-            .map(|index| {
-                let b = b_parts.map_or_else(|| vec![0; N], |parts| parts[index].clone());
-                self.part_conjugates(&mask_seeds[index], b, &self.plan.parts[index], keys)
-            })
+            .zip(mask_seeds)
+            .zip(&self.plan.parts)
+            .map(|((b, seed), part)| self.part_conjugates(seed, b, part, keys))
             .collect::<Result<_, RlweError>>()?;
         Ok(per_part.into_iter().flatten().collect())
     }
@@ -1933,8 +1933,6 @@ mod tests {
         }
     }
 
-    /// Two uploads (576 = 512 + 64, 1536 = 1024 + 512) at split points where the narrow part
-    /// has no conjugates and where it has some, through every wire format.
     #[test]
     fn precomputed_masks_give_the_same_results_bit_for_bit() {
         let mut rng = ChaCha20Rng::seed_from_u64(41);
@@ -1980,6 +1978,8 @@ mod tests {
         }
     }
 
+    /// Two uploads (576 = 512 + 64, 1536 = 1024 + 512) at split points where the narrow part
+    /// has no conjugates and where it has some, through every wire format.
     #[test]
     fn split_columns_are_exact() {
         let mut rng = ChaCha20Rng::seed_from_u64(31);
