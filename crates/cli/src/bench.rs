@@ -14,7 +14,7 @@ use based_rlwe::{
     MatrixLayout, RhombusKeys, RhombusMatrix, RhombusPlan, SecretKey, rhombus_encrypt,
 };
 use based_zkllm::relay::Relay;
-use based_zkllm::{EncryptedBackend, STAGES, TrafficStats};
+use based_zkllm::{EncryptedBackend, STAGES, ServeConfig, TrafficStats};
 use clap::{Args, Subcommand};
 use rand_core::SeedableRng;
 
@@ -119,18 +119,19 @@ fn publish(out: &Path, name: &str, table: &str) -> Result<()> {
 }
 
 /// Prefill `prompt`, then greedy-decode `count` tokens; returns both times and the tokens.
-/// `after_prefill` sees the backend between the two (to snapshot its counters).
+/// `after_prefill` gets the backend between the two, untimed (to snapshot its counters, or to
+/// pause).
 fn timed_decode<B: LinearBackend>(
     generator: &mut Generator<'_>,
     backend: &mut B,
     prompt: &[u32],
     count: usize,
-    after_prefill: impl FnOnce(&B),
+    after_prefill: impl FnOnce(&mut B) -> Result<()>,
 ) -> Result<(Duration, Duration, Vec<u32>)> {
     let started = Instant::now();
     let mut logits = generator.prefill(prompt, backend)?;
     let prefill = started.elapsed();
-    after_prefill(backend);
+    after_prefill(backend)?;
     let started = Instant::now();
     let mut tokens = Vec::with_capacity(count);
     for _ in 0..count {
@@ -171,48 +172,67 @@ fn bench_zkllm(args: &ZkllmBenchArgs) -> Result<String> {
     eprintln!("squeezed plaintext ...");
     let mut plain_backend = PlainBackend::new(&model.squeezed);
     let (plain_prefill, plain_elapsed, plain_tokens) =
-        timed_decode(&mut Generator::new(&model.squeezed), &mut plain_backend, prompt, n, |_| {})?;
+        timed_decode(&mut Generator::new(&model.squeezed), &mut plain_backend, prompt, n, |_| {
+            Ok(())
+        })?;
     let plain_decode = per_second(n, plain_elapsed);
 
     eprintln!("encoding the weights for the miner ...");
     let started = Instant::now();
-    let miner = prepare_miner(&model)?;
+    let miner = Arc::new(prepare_miner(&model)?);
     let encode_time = started.elapsed();
     let encoded_bytes = miner.encoded_bytes();
     let work = miner.work_per_token();
-    let miner_address = based_zkllm::spawn_server("127.0.0.1:0", Arc::new(miner))?;
+    // The same encoded model behind two servers: one computes every product when it is asked,
+    // the other also works ahead while it waits (the default of `based miner serve`).
+    let on_request = ServeConfig { precompute_bytes: 0 };
+    let on_request = based_zkllm::spawn_server("127.0.0.1:0", Arc::clone(&miner), on_request)?;
+    let ahead = based_zkllm::spawn_server("127.0.0.1:0", miner, ServeConfig::default())?;
 
-    eprintln!("encrypted on loopback ...");
+    eprintln!("encrypted on loopback, every product computed on request ...");
     let started = Instant::now();
-    let mut client = EncryptedBackend::connect(miner_address, &model.squeezed, &model.identity)?;
+    let mut client = EncryptedBackend::connect(on_request, &model.squeezed, &model.identity)?;
     let session_setup = started.elapsed();
     let key_bytes = client.stats.key_bytes;
     let mut after_prefill = TrafficStats::default();
     let (enc_prefill, enc_elapsed, enc_tokens) =
         timed_decode(&mut Generator::new(&model.squeezed), &mut client, prompt, n, |c| {
-            after_prefill = c.stats
+            after_prefill = c.stats;
+            Ok(())
         })?;
     let decode_stats = difference(client.stats, after_prefill);
     client.close()?;
-    let identical = enc_tokens == plain_tokens;
     let enc_decode = per_second(n, enc_elapsed);
 
-    eprintln!("encrypted at {} ms round-trip time ...", args.rtt_ms);
-    let relay = Relay::start(miner_address, Duration::from_millis(args.rtt_ms / 2))?;
-    let mut client = EncryptedBackend::connect(relay.address, &model.squeezed, &model.identity)?;
-    let mut generator = Generator::new(&model.squeezed);
-    generator.prefill(&prompt[..1], &mut client)?;
-    let started = Instant::now();
-    for &token in plain_tokens.iter().take(args.rtt_tokens) {
-        generator.step(token, &mut client)?;
-    }
-    let rtt_s_per_token = started.elapsed().as_secs_f64() / args.rtt_tokens.max(1) as f64;
+    eprintln!("encrypted on loopback, the miner working ahead ...");
+    let mut client = EncryptedBackend::connect(ahead, &model.squeezed, &model.identity)?;
+    let (ahead_prefill, ahead_elapsed, ahead_tokens) =
+        timed_decode(&mut Generator::new(&model.squeezed), &mut client, prompt, n, |_| Ok(()))?;
     client.close()?;
+    let ahead_decode = per_second(n, ahead_elapsed);
+
+    eprintln!("encrypted on loopback, after a pause that lets the miner get {n} tokens ahead ...");
+    let mut client = EncryptedBackend::connect(ahead, &model.squeezed, &model.identity)?;
+    let mut pause = Duration::ZERO;
+    let (_, paused_elapsed, paused_tokens) =
+        timed_decode(&mut Generator::new(&model.squeezed), &mut client, prompt, n, |client| {
+            pause = wait_until_ahead(client, n)?;
+            Ok(())
+        })?;
+    client.close()?;
+    let paused_decode = per_second(n, paused_elapsed);
+    let identical =
+        [&enc_tokens, &ahead_tokens, &paused_tokens].iter().all(|t| **t == plain_tokens);
+
+    eprintln!("encrypted at {} ms round-trip time ...", args.rtt_ms);
+    let rtt = Duration::from_millis(args.rtt_ms);
+    let rtt_on_request = rtt_decode(&model, on_request, rtt, &prompt[..1], &plain_tokens, args)?;
+    let rtt_ahead = rtt_decode(&model, ahead, rtt, &prompt[..1], &plain_tokens, args)?;
 
     eprintln!("concurrent chats ...");
     let mut throughput = Vec::new();
     for &chats in &args.concurrent_chats {
-        let tokens_per_second = concurrent_decode(&model, miner_address, &prompt[..4], chats, n)?;
+        let tokens_per_second = concurrent_decode(&model, ahead, &prompt[..4], chats, n)?;
         throughput.push(format!("{chats} chats: {tokens_per_second:.2} tokens/s"));
     }
 
@@ -249,16 +269,38 @@ fn bench_zkllm(args: &ZkllmBenchArgs) -> Result<String> {
         ),
     );
     row(
-        "encrypted, loopback: decode",
+        "encrypted, loopback: decode, every product computed on request",
         format!("{enc_decode:.3} tokens/s ({:.2} s/token)", 1.0 / enc_decode),
     );
     row(
+        "encrypted, loopback: decode, miner working ahead, no pause",
+        format!(
+            "{ahead_decode:.3} tokens/s ({:.2} s/token; prefill {:.2} s)",
+            1.0 / ahead_decode,
+            ahead_prefill.as_secs_f64()
+        ),
+    );
+    row(
+        "encrypted, loopback: decode after a pause (masks' shares precomputed)",
+        format!(
+            "{paused_decode:.3} tokens/s ({:.2} s/token; the miner got {n} tokens ahead in a {:.1} s pause)",
+            1.0 / paused_decode,
+            pause.as_secs_f64()
+        ),
+    );
+    row(
         &format!("encrypted, {} ms RTT: decode", args.rtt_ms),
-        format!("{rtt_s_per_token:.2} s/token"),
+        format!(
+            "{rtt_on_request:.2} s/token computed on request; {rtt_ahead:.2} s/token working ahead"
+        ),
     );
     row(
         "encrypted / squeezed plaintext, decode",
-        format!("{:.0}x slower", plain_decode / enc_decode),
+        format!(
+            "{:.0}x slower computed on request; {:.0}x after a pause",
+            plain_decode / enc_decode,
+            plain_decode / paused_decode
+        ),
     );
     row(
         "encrypted tokens identical to plaintext",
@@ -354,12 +396,48 @@ fn bench_zkllm(args: &ZkllmBenchArgs) -> Result<String> {
     )?;
     writeln!(
         table,
-        "| stage | shape (out x in) | g0 | key switches | KB up / down | previous engine KB up / down | encrypted apply | plaintext product | ratio |\n|---|---|---|---|---|---|---|---|---|"
+        "| stage | shape (out x in) | g0 | key switches | KB up / down | previous engine KB up / down | encrypted apply | online share (masks precomputed) | plaintext product | ratio (apply) |\n|---|---|---|---|---|---|---|---|---|---|"
     )?;
     for line in stage_rows {
         writeln!(table, "{line}")?;
     }
     Ok(table)
+}
+
+/// Polls the miner until it has `tokens` tokens' masks precomputed; returns how long it took.
+fn wait_until_ahead(client: &mut EncryptedBackend, tokens: usize) -> Result<Duration> {
+    let started = Instant::now();
+    let limit = Duration::from_secs(600);
+    while (client.tokens_ahead()? as usize) < tokens {
+        ensure!(
+            started.elapsed() < limit,
+            "the miner did not get {tokens} tokens ahead in {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(started.elapsed())
+}
+
+/// Seconds per token of a decode through a relay that delays every round trip by `rtt`.
+fn rtt_decode(
+    model: &LoadedModel,
+    miner: std::net::SocketAddr,
+    rtt: Duration,
+    prompt: &[u32],
+    tokens: &[u32],
+    args: &ZkllmBenchArgs,
+) -> Result<f64> {
+    let relay = Relay::start(miner, rtt / 2)?;
+    let mut client = EncryptedBackend::connect(relay.address, &model.squeezed, &model.identity)?;
+    let mut generator = Generator::new(&model.squeezed);
+    generator.prefill(prompt, &mut client)?;
+    let started = Instant::now();
+    for &token in tokens.iter().take(args.rtt_tokens) {
+        generator.step(token, &mut client)?;
+    }
+    let per_token = started.elapsed().as_secs_f64() / args.rtt_tokens.max(1) as f64;
+    client.close()?;
+    Ok(per_token)
 }
 
 /// Aggregate decode tokens/s of `chats` simultaneous encrypted chats against one miner.
@@ -457,6 +535,12 @@ fn stage_timings(model: &LoadedModel) -> Result<Vec<String>> {
             encoded.apply(&upload, &keys)?;
         }
         let encrypted = started.elapsed() / reps;
+        let share = encoded.precompute(&upload.mask_seeds(), &keys)?;
+        let started = Instant::now();
+        for _ in 0..reps {
+            encoded.apply_precomputed(&upload, &share)?;
+        }
+        let online = started.elapsed() / reps;
         let started = Instant::now();
         for _ in 0..reps {
             m.products(std::slice::from_ref(&code), 1);
@@ -465,7 +549,7 @@ fn stage_timings(model: &LoadedModel) -> Result<Vec<String>> {
         let (input_switches, tree_switches) = plan.key_switches();
         let kb = |bytes: usize| bytes as f64 / 1e3;
         lines.push(format!(
-            "| {stage:?} | {} x {} | {} | {input_switches} + {tree_switches} | {:.1} / {:.1} | {:.1} / {:.1} | {:.2} ms | {:.3} ms | {:.0}x |",
+            "| {stage:?} | {} x {} | {} | {input_switches} + {tree_switches} | {:.1} / {:.1} | {:.1} / {:.1} | {:.2} ms | {:.2} ms | {:.3} ms | {:.0}x |",
             m.rows,
             m.cols,
             1usize << plan.log2_input_conjugates(),
@@ -474,6 +558,7 @@ fn stage_timings(model: &LoadedModel) -> Result<Vec<String>> {
             kb(previous.upload_bytes()),
             kb(previous.download_bytes()),
             encrypted.as_secs_f64() * 1e3,
+            online.as_secs_f64() * 1e3,
             plain.as_secs_f64() * 1e3,
             encrypted.as_secs_f64() / plain.as_secs_f64().max(1e-9)
         ));

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use based_model::{Generator, LinearBackend, PlainBackend};
-use based_zkllm::{EncryptedBackend, MinerModel};
+use based_zkllm::{EncryptedBackend, MinerModel, ServeConfig};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -49,7 +49,8 @@ pub fn run(args: ChatArgs) -> Result<()> {
         (Some(address), _) => address.clone(),
         (None, true) => {
             let miner = prepare_miner(&model)?;
-            based_zkllm::spawn_server("127.0.0.1:0", Arc::new(miner))?.to_string()
+            based_zkllm::spawn_server("127.0.0.1:0", Arc::new(miner), ServeConfig::default())?
+                .to_string()
         }
         (None, false) => {
             bail!("say where the miner is (--miner HOST:PORT), or use --local or --plain")
@@ -132,16 +133,21 @@ pub fn prepare_miner(model: &LoadedModel) -> Result<MinerModel> {
     Ok(miner)
 }
 
-pub fn serve_miner(model: &str, listen: &str) -> Result<()> {
+pub fn serve_miner(model: &str, listen: &str, config: ServeConfig) -> Result<()> {
     let model = loaded::load(model)?;
     let miner = prepare_miner(&model)?;
     let listener = std::net::TcpListener::bind(listen)
         .with_context(|| format!("cannot listen on {listen}"))?;
     let address = listener.local_addr()?;
-    tracing::info!(model = %model.identity, %address, "miner serving (holds no secret key)");
+    tracing::info!(
+        model = %model.identity,
+        %address,
+        precompute_mib = config.precompute_bytes >> 20,
+        "miner serving (holds no secret key)"
+    );
     // The first stdout line tells scripts (and tests using port 0) where to connect.
     println!("listening on {address}");
     std::io::stdout().flush()?;
-    based_zkllm::serve(listener, Arc::new(miner))?;
+    based_zkllm::serve(listener, Arc::new(miner), config)?;
     Ok(())
 }

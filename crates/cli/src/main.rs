@@ -149,6 +149,11 @@ enum MinerCommand {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:7070")]
         listen: String,
+        /// Memory per session, in MiB, for work done ahead while waiting for the client: the
+        /// masks' share of its next products (about 3.7 MB per token for SmolLM2-135M). 0
+        /// turns it off.
+        #[arg(long, default_value_t = 512)]
+        precompute_mib: usize,
     },
 }
 
@@ -201,7 +206,12 @@ fn run(command: Command) -> Result<()> {
             Ok(())
         }
         Command::Model(ModelCommand::Info { model }) => loaded::print_info(&model),
-        Command::Miner(MinerCommand::Serve { model, listen }) => chat::serve_miner(&model, &listen),
+        Command::Miner(MinerCommand::Serve { model, listen, precompute_mib }) => {
+            let config = based_zkllm::ServeConfig {
+                precompute_bytes: precompute_mib.saturating_mul(1 << 20),
+            };
+            chat::serve_miner(&model, &listen, config)
+        }
         Command::Chat(args) => chat::run(args),
         Command::Bench(command) => bench::run(command),
         Command::Node(command) => node::run(command),

@@ -63,8 +63,8 @@ pub use params::{
 };
 pub use rhombus::{
     ColumnLayout, RhombusKeys, RhombusMatrix, RhombusPlan, RhombusPrecomputed, RhombusResult,
-    RhombusUpload, rhombus_decrypt, rhombus_encrypt, rhombus_result_bytes, rhombus_upload_bytes,
-    rhombus_worst_case_noise_sigmas,
+    RhombusUpload, rhombus_decrypt, rhombus_encrypt, rhombus_encrypt_with_masks,
+    rhombus_result_bytes, rhombus_upload_bytes, rhombus_worst_case_noise_sigmas,
 };
 pub use rlwe::{ResultCiphertext, SecretKey, UploadCiphertext};
 pub use wire::{result_ciphertext_bytes, upload_ciphertext_bytes};

@@ -501,6 +501,21 @@ impl RhombusPlan {
             + 2.0 * COST_NTT * self.result_cts() as f64
     }
 
+    /// One mask seed per column part, or a clear error.
+    fn check_mask_seeds(&self, mask_seeds: &[[u8; 32]]) -> Result<(), RlweError> {
+        if mask_seeds.len() == self.parts.len() {
+            return Ok(());
+        }
+        Err(RlweError::LayoutMismatch {
+            what: "Rhombus mask seeds",
+            detail: format!(
+                "{} mask seeds for a plan of {} column parts",
+                mask_seeds.len(),
+                self.parts.len()
+            ),
+        })
+    }
+
     pub fn upload_bytes(&self) -> usize {
         self.parts.len() * rhombus_upload_bytes(self.upload_bits)
     }
@@ -761,12 +776,35 @@ impl RhombusResult {
 }
 
 /// Client: encrypts x (n_in values) into the upload of a Rhombus product (one ciphertext per
-/// column part). Each part's message is scaled by Delta / g0 of that part: the g0 conjugates
-/// the miner sums multiply it back to Delta.
+/// column part), with fresh random masks. Each part's message is scaled by Delta / g0 of that
+/// part: the g0 conjugates the miner sums multiply it back to Delta.
 pub fn rhombus_encrypt<R: CryptoRng + ?Sized>(
     key: &SecretKey,
     plan: &RhombusPlan,
     x: &[i8],
+    rng: &mut R,
+) -> Result<RhombusUpload, RlweError> {
+    let mask_seeds: Vec<[u8; 32]> = plan
+        .parts
+        .iter()
+        .map(|_| {
+            let mut seed = [0u8; 32];
+            rng.fill_bytes(&mut seed);
+            seed
+        })
+        .collect();
+    rhombus_encrypt_with_masks(key, plan, x, &mask_seeds, rng)
+}
+
+/// [`rhombus_encrypt`] with the masks committed to in advance, one seed per column part, so
+/// that the miner can [`RhombusMatrix::precompute`] their share before x exists. The errors
+/// still come from `rng`. A mask seed must never be used twice under one key: the caller
+/// derives each from a counter that only grows.
+pub fn rhombus_encrypt_with_masks<R: CryptoRng + ?Sized>(
+    key: &SecretKey,
+    plan: &RhombusPlan,
+    x: &[i8],
+    mask_seeds: &[[u8; 32]],
     rng: &mut R,
 ) -> Result<RhombusUpload, RlweError> {
     plan.check_params("Rhombus plan", key.params())?;
@@ -777,21 +815,23 @@ pub fn rhombus_encrypt<R: CryptoRng + ?Sized>(
             actual: x.len(),
         });
     }
+    plan.check_mask_seeds(mask_seeds)?;
     let parts = plan
         .parts
         .iter()
-        .map(|part| {
+        .zip(mask_seeds)
+        .map(|(part, seed)| {
             let log2_g0 = plan.part_g0(part).ilog2();
             // q - 1 = 4194295 * 2^32 and t g0 <= 2^32 (checked by the plan): exact.
             let scale = (Q - 1) >> (plan.log2_t + log2_g0);
             let columns = &x[part.start..][..part.len];
-            let (seed, b) = encrypt_scaled(key, columns, scale, plan.upload_bits, rng);
+            let b = encrypt_scaled(key, columns, scale, plan.upload_bits, seed, rng);
             UploadPart {
                 log2_t: plan.log2_t,
                 upload_bits: plan.upload_bits,
                 log2_c: part.log2_c,
                 log2_g0,
-                seed,
+                seed: *seed,
                 b,
             }
         })
@@ -1159,16 +1199,7 @@ impl RhombusMatrix {
         keys: &RhombusKeys,
     ) -> Result<RhombusPrecomputed, RlweError> {
         self.check_keys(keys.input(), keys.tree())?;
-        if mask_seeds.len() != self.plan.parts.len() {
-            return Err(RlweError::LayoutMismatch {
-                what: PRECOMPUTED_WHAT,
-                detail: format!(
-                    "{} mask seeds for a plan of {} column parts",
-                    mask_seeds.len(),
-                    self.plan.parts.len()
-                ),
-            });
-        }
+        self.plan.check_mask_seeds(mask_seeds)?;
         // With every b = 0 the pipeline computes the masks' share exactly: it is linear in
         // the b parts, and a key switch's a part and its addition to b depend on a alone.
         let conjugates = self.conjugates(mask_seeds, None, keys)?;
@@ -1957,9 +1988,13 @@ mod tests {
             let key = SecretKey::generate(&params, &mut rng);
             let keys = RhombusKeys::generate(&key, &[&plan], &mut rng).unwrap();
             let matrix = RhombusMatrix::encode(&params, &plan, &weights).unwrap();
+            // As a session does it: the masks are committed to, their share computed, and
+            // only then is the vector known and encrypted under them.
+            let seeds: Vec<[u8; 32]> = (0..plan.upload_cts()).map(|i| [i as u8 + 1; 32]).collect();
+            let precomputed = matrix.precompute(&seeds, &keys).unwrap();
             let x = random_i8(&mut rng, n_in, i8::MIN);
-            let upload = rhombus_encrypt(&key, &plan, &x, &mut rng).unwrap();
-            let precomputed = matrix.precompute(&upload.mask_seeds(), &keys).unwrap();
+            let upload = rhombus_encrypt_with_masks(&key, &plan, &x, &seeds, &mut rng).unwrap();
+            assert_eq!(upload.mask_seeds(), seeds);
             let online = matrix.apply_precomputed(&upload, &precomputed).unwrap();
             assert_eq!(online, matrix.apply(&upload, &keys).unwrap(), "{n_out} x {n_in}");
             assert_eq!(
@@ -1974,6 +2009,8 @@ mod tests {
             let mut seeds = upload.mask_seeds();
             seeds.push([0; 32]);
             let error = matrix.precompute(&seeds, &keys).unwrap_err();
+            assert!(error.to_string().contains("mask seeds for a plan of"), "{error}");
+            let error = rhombus_encrypt_with_masks(&key, &plan, &x, &seeds, &mut rng).unwrap_err();
             assert!(error.to_string().contains("mask seeds for a plan of"), "{error}");
         }
     }

@@ -112,29 +112,32 @@ pub(crate) fn encrypt_coefficients<R: CryptoRng + ?Sized>(
 ) -> UploadCiphertext {
     debug_assert!(message.len() <= in_block && in_block <= RING_DEGREE);
     let upload_bits = key.params.upload_bits();
-    let (seed, b) = encrypt_scaled(key, message, key.params.delta(), upload_bits, rng);
+    let mut seed = [0u8; 32];
+    rng.fill_bytes(&mut seed);
+    let b = encrypt_scaled(key, message, key.params.delta(), upload_bits, &seed, rng);
     UploadCiphertext { log2_t: key.params.log2_plaintext_modulus(), upload_bits, in_block, seed, b }
 }
 
-/// (seed of a, b = -a s + e + scale * m rounded to its top `upload_bits` bits): the seeded
-/// encryption of `message` (low coefficients) with an explicit message scale.
+/// b = -a s + e + scale * m rounded to its top `upload_bits` bits, for the mask a that
+/// `mask_seed` expands to: the seeded encryption of `message` (low coefficients) with an
+/// explicit message scale. The errors come from `rng`; the mask seed must never be used twice
+/// under one key (two b's of one mask would differ by the difference of their messages).
 pub(crate) fn encrypt_scaled<R: CryptoRng + ?Sized>(
     key: &SecretKey,
     message: &[i8],
     scale: u64,
     upload_bits: u32,
+    mask_seed: &[u8; 32],
     rng: &mut R,
-) -> ([u8; 32], Vec<u64>) {
-    // Two seeds from the caller's generator, expanded locally: the cost of encryption does not
+) -> Vec<u64> {
+    // A seed from the caller's generator, expanded locally: the cost of encryption does not
     // depend on how slow that generator is (an OS generator would mean a syscall per draw).
-    let mut seed = [0u8; 32];
-    rng.fill_bytes(&mut seed);
     let mut noise_seed = [0u8; 32];
     rng.fill_bytes(&mut noise_seed);
     let mut noise = ChaCha12Rng::from_seed(noise_seed);
-    let a_times_s = key.times_secret_ntt(&expand_mask_ntt(&seed));
+    let a_times_s = key.times_secret_ntt(&expand_mask_ntt(mask_seed));
     let scale = scale as i64;
-    let b = a_times_s
+    a_times_s
         .iter()
         .enumerate()
         .map(|(k, &a_s)| {
@@ -146,8 +149,7 @@ pub(crate) fn encrypt_scaled<R: CryptoRng + ?Sized>(
             );
             switch_to_power_of_two(b, upload_bits)
         })
-        .collect();
-    (seed, b)
+        .collect()
 }
 
 /// A product ciphertext switched to q' = 2^result_modulus_bits: the whole mask a', but b' only

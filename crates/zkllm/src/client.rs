@@ -10,13 +10,14 @@ use std::time::{Duration, Instant};
 
 use based_model::{BackendError, LinearBackend, SqueezedModel, Stage};
 use based_rlwe::{
-    RhombusKeys, RhombusPlan, RhombusResult, SecretKey, rhombus_decrypt, rhombus_encrypt,
+    RhombusKeys, RhombusPlan, RhombusResult, SecretKey, rhombus_decrypt, rhombus_encrypt_with_masks,
 };
 use rand_chacha::ChaCha20Rng;
-use rand_core::SeedableRng;
+use rand_core::{RngCore, SeedableRng};
 use rayon::prelude::*;
 
 use crate::error::ZkError;
+use crate::masks::upload_mask_seeds;
 use crate::wire::{self, Message, PROTOCOL_VERSION, PlanChoice};
 use crate::{
     ModelIdentity, STAGES, max_product, params_summary, plan_from_choice, stage_index, stage_params,
@@ -44,6 +45,8 @@ struct StagePlan {
     plan: RhombusPlan,
     key: SecretKey,
     bound: u64,
+    /// The mask index of the stage's next upload (`crate::masks`): it only grows.
+    next_mask: u64,
 }
 
 pub struct EncryptedBackend {
@@ -51,6 +54,7 @@ pub struct EncryptedBackend {
     writer: BufWriter<TcpStream>,
     plans: Vec<Vec<StagePlan>>,
     rng: ChaCha20Rng,
+    mask_seed: [u8; 32],
     next_request: u32,
     pub stats: TrafficStats,
 }
@@ -108,16 +112,32 @@ impl EncryptedBackend {
         let plans = stage_plans(model, &secret_key, &choices)?;
         let all_plans: Vec<&RhombusPlan> = plans.iter().flatten().map(|s| &s.plan).collect();
         let keys = RhombusKeys::generate(&secret_key, &all_plans, &mut rng)?;
+        let mut mask_seed = [0u8; 32];
+        rng.fill_bytes(&mut mask_seed);
         let sent = wire::write_message(
             &mut writer,
             &Message::Keys {
+                mask_seed,
                 input: keys.input().map(|k| k.to_bytes()),
                 tree: keys.tree().to_bytes(),
             },
         )? as u64;
         stats.bytes_up += sent;
         stats.key_bytes += sent;
-        Ok(Self { reader, writer, plans, rng, next_request: 0, stats })
+        Ok(Self { reader, writer, plans, rng, mask_seed, next_request: 0, stats })
+    }
+
+    /// How many tokens the miner can now serve from precomputed shares (it computes them while
+    /// it waits; a chat that pauses lets it get ahead).
+    pub fn tokens_ahead(&mut self) -> Result<u32, ZkError> {
+        self.stats.bytes_up += wire::write_message(&mut self.writer, &Message::Readiness)? as u64;
+        let (answer, n) = wire::read_message(&mut self.reader)?;
+        self.stats.bytes_down += n as u64;
+        match answer {
+            Message::Ready { tokens_ahead } => Ok(tokens_ahead),
+            Message::Error { message } => Err(ZkError::Remote(message)),
+            other => Err(ZkError::UnexpectedMessage { expected: "Ready", got: other.kind() }),
+        }
     }
 
     /// Ends the session politely; the miner logs it as a clean end.
@@ -132,16 +152,30 @@ impl EncryptedBackend {
         stage: Stage,
         codes: &[Vec<i8>],
     ) -> Result<Vec<Vec<i64>>, ZkError> {
-        let plan = &self.plans[layer][stage_index(stage)];
+        let plan = &mut self.plans[layer][stage_index(stage)];
+        let first_mask = plan.next_mask;
+        plan.next_mask += codes.len() as u64;
+        let plan = &*plan;
         let started = Instant::now();
         // Prefill sends many tokens at once: encrypt them on every core, each with its own
         // generator seeded from the session's.
-        let seeded: Vec<(&Vec<i8>, ChaCha20Rng)> =
-            codes.iter().map(|code| (code, ChaCha20Rng::from_rng(&mut self.rng))).collect();
+        let seeded: Vec<(u64, &Vec<i8>, ChaCha20Rng)> = (first_mask..)
+            .zip(codes)
+            .map(|(index, code)| (index, code, ChaCha20Rng::from_rng(&mut self.rng)))
+            .collect();
+        let mask_seed = &self.mask_seed;
         let inputs = seeded
             .into_par_iter()
-            .map(|(code, mut rng)| {
-                let upload = rhombus_encrypt(&plan.key, &plan.plan, code, &mut rng)?;
+            .map(|(index, code, mut rng)| {
+                let masks = upload_mask_seeds(
+                    mask_seed,
+                    layer as u32,
+                    stage,
+                    index,
+                    plan.plan.upload_cts(),
+                );
+                let upload =
+                    rhombus_encrypt_with_masks(&plan.key, &plan.plan, code, &masks, &mut rng)?;
                 Ok(vec![upload.to_bytes()])
             })
             .collect::<Result<Vec<Vec<Vec<u8>>>, ZkError>>()?;
@@ -150,7 +184,8 @@ impl EncryptedBackend {
         let request_id = self.next_request;
         self.next_request = self.next_request.wrapping_add(1);
         let sent = Instant::now();
-        let request = Message::Products { request_id, layer: layer as u32, stage, inputs };
+        let request =
+            Message::Products { request_id, layer: layer as u32, stage, first_mask, inputs };
         self.stats.bytes_up += wire::write_message(&mut self.writer, &request)? as u64;
         let (answer, n) = wire::read_message(&mut self.reader)?;
         self.stats.waiting += sent.elapsed();
@@ -226,7 +261,7 @@ fn stage_plans(
                     let params = stage_params(m)?;
                     let plan = plan_from_choice(&params, m, choice)?;
                     let key = secret_key.with_params(&params);
-                    Ok(StagePlan { plan, key, bound: max_product(m) })
+                    Ok(StagePlan { plan, key, bound: max_product(m), next_mask: 0 })
                 })
                 .collect()
         })

@@ -1,4 +1,4 @@
-use based_model::BackendError;
+use based_model::{BackendError, Stage};
 use based_rlwe::RlweError;
 
 use crate::wire::WireError;
@@ -28,6 +28,16 @@ pub enum ZkError {
     UnexpectedMessage { expected: &'static str, got: &'static str },
     #[error("answer to request {got} arrived while waiting for request {expected}")]
     WrongRequestId { expected: u32, got: u32 },
+    #[error(
+        "layer {layer} {stage:?}: mask index {index} was already used (the next is {next}); a \
+         mask used twice would reveal the difference of two inputs"
+    )]
+    MaskReused { layer: u32, stage: Stage, index: u64, next: u64 },
+    #[error(
+        "layer {layer} {stage:?}: upload {index}'s masks are not the ones the session's mask \
+         seed gives"
+    )]
+    MaskMismatch { layer: u32, stage: Stage, index: u64 },
     #[error("the miner reported an error: {0}")]
     Remote(String),
 }

@@ -5,8 +5,10 @@
 //! pre-encoded at load time and sends back encrypted integer products. Because the products are
 //! exact integers, an encrypted chat is token-for-token the same as the plaintext squeezed model.
 
+mod ahead;
 pub mod client;
 mod error;
+pub mod masks;
 pub mod miner;
 pub mod relay;
 pub mod wire;
@@ -19,7 +21,7 @@ use based_rlwe::{ColumnLayout, Params, RhombusPlan};
 
 pub use client::{EncryptedBackend, TrafficStats};
 pub use error::ZkError;
-pub use miner::{MinerModel, MinerWork, serve, spawn_server};
+pub use miner::{MinerModel, MinerWork, ServeConfig, serve, spawn_server};
 use wire::{ParamsSummary, PlanChoice};
 
 /// The linear stages of one transformer layer, in the order a forward pass meets them.

@@ -12,13 +12,31 @@ use std::time::Instant;
 
 use based_model::{SqueezedModel, Stage};
 use based_rlwe::{
-    GaloisKeys, Params, RhombusKeys, RhombusMatrix, RhombusPlan, RhombusResult, RhombusUpload,
+    GaloisKeys, Params, RhombusKeys, RhombusMatrix, RhombusPlan, RhombusPrecomputed, RhombusResult,
+    RhombusUpload,
 };
 use rayon::prelude::*;
 
+use crate::ahead::Ahead;
 use crate::error::ZkError;
+use crate::masks::upload_mask_seeds;
 use crate::wire::{self, CiphertextBatch, Message, PROTOCOL_VERSION, PlanChoice, WireError};
 use crate::{ModelIdentity, STAGES, params_summary, plan_choice, stage_index, stage_params};
+
+/// How a miner serves its sessions.
+#[derive(Clone, Copy, Debug)]
+pub struct ServeConfig {
+    /// Memory each session may fill with the masks' share of its next uploads, computed ahead
+    /// while the miner waits (`crate::ahead`); 0 turns the work ahead off.
+    pub precompute_bytes: usize,
+}
+
+impl Default for ServeConfig {
+    /// 512 MiB per session: about 140 tokens ahead for SmolLM2-135M (3.7 MB per token).
+    fn default() -> Self {
+        Self { precompute_bytes: 512 << 20 }
+    }
+}
 
 /// Ciphertext operations per generated token (one vector through every stage).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -102,6 +120,15 @@ impl MinerModel {
         self.layers.iter().flatten().map(|s| plan_choice(&s.params, s.matrix.plan())).collect()
     }
 
+    pub fn n_layers(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// Stage `index` of the model, counting layer by layer in `STAGES` order.
+    pub(crate) fn stage_matrix(&self, index: usize) -> &RhombusMatrix {
+        &self.layers[index / STAGES.len()][index % STAGES.len()].matrix
+    }
+
     /// The ring and modulus every stage shares (t differs by stage).
     fn shared_params(&self) -> &Params {
         &self.layers[0][0].params
@@ -115,36 +142,56 @@ impl MinerModel {
         Ok(&stages[stage_index(stage)].matrix)
     }
 
-    /// Parses a request's uploads (one per vector) against the stage's plan.
+    /// Parses a request's uploads (one per vector) against the stage's plan, and checks that
+    /// vector i's masks are the session's upload `first_mask + i` of the stage.
     fn decode_inputs(
         &self,
         layer: u32,
         stage: Stage,
+        first_mask: u64,
+        mask_seed: &[u8; 32],
         inputs: &CiphertextBatch,
     ) -> Result<Vec<RhombusUpload>, ZkError> {
         let plan = self.stage(layer, stage)?.plan();
-        inputs
-            .iter()
-            .map(|vector| match vector.as_slice() {
-                [upload] => Ok(RhombusUpload::from_bytes(plan, upload)?),
-                _ => Err(ZkError::WrongCiphertextCount {
-                    what: format!("layer {layer} {stage:?}"),
-                    expected: 1,
-                    got: vector.len(),
-                }),
+        (first_mask..)
+            .zip(inputs)
+            .map(|(index, vector)| {
+                let [upload] = vector.as_slice() else {
+                    return Err(ZkError::WrongCiphertextCount {
+                        what: format!("layer {layer} {stage:?}"),
+                        expected: 1,
+                        got: vector.len(),
+                    });
+                };
+                let upload = RhombusUpload::from_bytes(plan, upload)?;
+                let expected = upload_mask_seeds(mask_seed, layer, stage, index, plan.upload_cts());
+                if upload.mask_seeds() != expected {
+                    return Err(ZkError::MaskMismatch { layer, stage, index });
+                }
+                Ok(upload)
             })
             .collect()
     }
 
-    /// Multiplies every input vector by the stage's weights with the session's keys.
+    /// Multiplies every input vector by the stage's weights with the session's keys: from its
+    /// precomputed share where there is one, in full otherwise (the same results either way).
     fn multiply(
         &self,
         layer: u32,
         stage: Stage,
         inputs: &[RhombusUpload],
+        shares: &[Option<RhombusPrecomputed>],
         keys: &RhombusKeys,
     ) -> Result<Vec<Vec<RhombusResult>>, ZkError> {
-        Ok(self.stage(layer, stage)?.apply_batch(inputs, keys)?)
+        let matrix = self.stage(layer, stage)?;
+        inputs
+            .par_iter()
+            .zip(shares)
+            .map(|(upload, share)| match share {
+                Some(share) => Ok(matrix.apply_precomputed(upload, share)?),
+                None => Ok(matrix.apply(upload, keys)?),
+            })
+            .collect()
     }
 
     fn decode_keys(&self, input: Option<Vec<u8>>, tree: &[u8]) -> Result<RhombusKeys, ZkError> {
@@ -157,7 +204,11 @@ impl MinerModel {
 /// Accepts clients until the listener fails; every connection gets its own thread, so a client
 /// that misbehaves or vanishes costs only its own session. Sessions share the cores through
 /// rayon's pool: each product is parallel inside, whoever asks.
-pub fn serve(listener: TcpListener, model: Arc<MinerModel>) -> std::io::Result<()> {
+pub fn serve(
+    listener: TcpListener,
+    model: Arc<MinerModel>,
+    config: ServeConfig,
+) -> std::io::Result<()> {
     for stream in listener.incoming() {
         let stream = match stream {
             Ok(stream) => stream,
@@ -169,10 +220,12 @@ pub fn serve(listener: TcpListener, model: Arc<MinerModel>) -> std::io::Result<(
         let model = Arc::clone(&model);
         std::thread::spawn(move || {
             let peer = stream.peer_addr().ok();
-            match serve_session(stream, &model) {
+            match serve_session(stream, model, config) {
                 Ok(stats) => tracing::info!(
                     ?peer,
                     requests = stats.requests,
+                    precomputed_uploads = stats.precomputed,
+                    uploads = stats.uploads,
                     bytes_in = stats.bytes_in,
                     bytes_out = stats.bytes_out,
                     "session ended"
@@ -185,26 +238,37 @@ pub fn serve(listener: TcpListener, model: Arc<MinerModel>) -> std::io::Result<(
 }
 
 /// Binds `addr` and serves in a background thread; returns the bound address (useful with port 0).
-pub fn spawn_server(addr: &str, model: Arc<MinerModel>) -> std::io::Result<SocketAddr> {
+pub fn spawn_server(
+    addr: &str,
+    model: Arc<MinerModel>,
+    config: ServeConfig,
+) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr)?;
     let bound = listener.local_addr()?;
-    std::thread::spawn(move || serve(listener, model));
+    std::thread::spawn(move || serve(listener, model, config));
     Ok(bound)
 }
 
 #[derive(Default)]
 struct SessionStats {
     requests: u64,
+    /// Uploads answered from their precomputed share, of all uploads.
+    precomputed: u64,
+    uploads: u64,
     bytes_in: usize,
     bytes_out: usize,
 }
 
-fn serve_session(stream: TcpStream, model: &MinerModel) -> Result<SessionStats, ZkError> {
+fn serve_session(
+    stream: TcpStream,
+    model: Arc<MinerModel>,
+    config: ServeConfig,
+) -> Result<SessionStats, ZkError> {
     stream.set_nodelay(true)?;
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut writer = BufWriter::new(stream);
     let mut stats = SessionStats::default();
-    let result = run_session(&mut reader, &mut writer, model, &mut stats);
+    let result = run_session(&mut reader, &mut writer, model, config, &mut stats);
     if let Err(error) = &result
         && !matches!(error, ZkError::Io(_) | ZkError::Wire(WireError::Closed | WireError::Io(_)))
     {
@@ -217,7 +281,8 @@ fn serve_session(stream: TcpStream, model: &MinerModel) -> Result<SessionStats, 
 fn run_session(
     reader: &mut BufReader<TcpStream>,
     writer: &mut BufWriter<TcpStream>,
-    model: &MinerModel,
+    model: Arc<MinerModel>,
+    config: ServeConfig,
     stats: &mut SessionStats,
 ) -> Result<(), ZkError> {
     let (hello, n) = wire::read_message(reader)?;
@@ -247,20 +312,26 @@ fn run_session(
     )?;
     let (keys, n) = wire::read_message(reader)?;
     stats.bytes_in += n;
-    let keys = match keys {
-        Message::Keys { input, tree } => model.decode_keys(input, &tree)?,
+    let (keys, mask_seed) = match keys {
+        Message::Keys { mask_seed, input, tree } => {
+            (Arc::new(model.decode_keys(input, &tree)?), mask_seed)
+        }
         Message::Bye => return Ok(()),
         other => return Err(ZkError::UnexpectedMessage { expected: "Keys", got: other.kind() }),
     };
+    let ahead =
+        Ahead::start(Arc::clone(&model), Arc::clone(&keys), mask_seed, config.precompute_bytes);
     loop {
         let (message, n) = wire::read_message(reader)?;
         stats.bytes_in += n;
         match message {
-            Message::Products { request_id, layer, stage, inputs } => {
+            Message::Products { request_id, layer, stage, first_mask, inputs } => {
                 let started = Instant::now();
                 let vectors = inputs.len();
-                let decoded = model.decode_inputs(layer, stage, &inputs)?;
-                let products = model.multiply(layer, stage, &decoded, &keys)?;
+                let decoded = model.decode_inputs(layer, stage, first_mask, &mask_seed, &inputs)?;
+                let shares = ahead.take(layer, stage, first_mask, decoded.len())?;
+                let precomputed = shares.iter().filter(|share| share.is_some()).count();
+                let products = model.multiply(layer, stage, &decoded, &shares, &keys)?;
                 let outputs = products
                     .iter()
                     .map(|vector| vector.iter().map(RhombusResult::to_bytes).collect())
@@ -270,17 +341,24 @@ fn run_session(
                     layer,
                     ?stage,
                     vectors,
+                    precomputed,
                     elapsed_us = started.elapsed().as_micros() as u64,
                     "products"
                 );
                 stats.bytes_out +=
                     wire::write_message(writer, &Message::Results { request_id, outputs })?;
                 stats.requests += 1;
+                stats.uploads += vectors as u64;
+                stats.precomputed += precomputed as u64;
+            }
+            Message::Readiness => {
+                let tokens_ahead = ahead.tokens_ahead();
+                stats.bytes_out += wire::write_message(writer, &Message::Ready { tokens_ahead })?;
             }
             Message::Bye => return Ok(()),
             other => {
                 return Err(ZkError::UnexpectedMessage {
-                    expected: "Products or Bye",
+                    expected: "Products, Readiness or Bye",
                     got: other.kind(),
                 });
             }

@@ -10,7 +10,7 @@ use std::io::{self, Read, Write};
 use based_model::Stage;
 
 /// Bumped on any change of the frame layout or of the cryptographic parameter choice.
-pub const PROTOCOL_VERSION: u16 = 3;
+pub const PROTOCOL_VERSION: u16 = 4;
 
 /// A frame larger than this is refused before it is read: it bounds what a peer can make us
 /// allocate. One SmolLM2 prefill stage of 512 tokens stays well below it.
@@ -66,13 +66,21 @@ pub enum Message {
         params: ParamsSummary,
         plans: Vec<PlanChoice>,
     },
-    /// Client -> miner, once after Welcome: the Galois keys the plans need (serialised
-    /// `based_rlwe::GaloisKeys`; `input` only if some plan has input conjugates).
-    Keys { input: Option<Vec<u8>>, tree: Vec<u8> },
-    /// Client -> miner: encrypted activations for one linear stage of one layer.
-    Products { request_id: u32, layer: u32, stage: Stage, inputs: CiphertextBatch },
+    /// Client -> miner, once after Welcome: the seed every upload's masks are derived from
+    /// (`crate::masks`), so the miner can precompute their share ahead, and the Galois keys the
+    /// plans need (serialised `based_rlwe::GaloisKeys`; `input` only if some plan has input
+    /// conjugates).
+    Keys { mask_seed: [u8; 32], input: Option<Vec<u8>>, tree: Vec<u8> },
+    /// Client -> miner: encrypted activations for one linear stage of one layer. Vector i's
+    /// masks have index `first_mask + i` in the stage's mask sequence; indices only grow.
+    Products { request_id: u32, layer: u32, stage: Stage, first_mask: u64, inputs: CiphertextBatch },
     /// Miner -> client: the encrypted products, in the order of the inputs.
     Results { request_id: u32, outputs: CiphertextBatch },
+    /// Client -> miner: how many tokens ahead are the masks' shares precomputed?
+    Readiness,
+    /// Miner -> client: the answer to Readiness: every stage has at least this many of its
+    /// next uploads' masks precomputed.
+    Ready { tokens_ahead: u32 },
     /// Either way: the request (or the session) failed; the message says why.
     Error { message: String },
     /// Client -> miner: the chat is over.
@@ -113,6 +121,8 @@ const TAG_RESULTS: u8 = 4;
 const TAG_ERROR: u8 = 5;
 const TAG_BYE: u8 = 6;
 const TAG_KEYS: u8 = 7;
+const TAG_READINESS: u8 = 8;
+const TAG_READY: u8 = 9;
 
 fn stage_code(stage: Stage) -> u8 {
     match stage {
@@ -148,6 +158,8 @@ impl Message {
             Message::Keys { .. } => "Keys",
             Message::Products { .. } => "Products",
             Message::Results { .. } => "Results",
+            Message::Readiness => "Readiness",
+            Message::Ready { .. } => "Ready",
             Message::Error { .. } => "Error",
             Message::Bye => "Bye",
         }
@@ -181,8 +193,9 @@ impl Message {
                     ]);
                 }
             }
-            Message::Keys { input, tree } => {
+            Message::Keys { mask_seed, input, tree } => {
                 out.push(TAG_KEYS);
+                out.extend_from_slice(mask_seed);
                 match input {
                     Some(keys) => {
                         out.push(1);
@@ -192,17 +205,23 @@ impl Message {
                 }
                 put_bytes(&mut out, tree);
             }
-            Message::Products { request_id, layer, stage, inputs } => {
+            Message::Products { request_id, layer, stage, first_mask, inputs } => {
                 out.push(TAG_PRODUCTS);
                 out.extend_from_slice(&request_id.to_le_bytes());
                 out.extend_from_slice(&layer.to_le_bytes());
                 out.push(stage_code(*stage));
+                out.extend_from_slice(&first_mask.to_le_bytes());
                 put_batch(&mut out, inputs);
             }
             Message::Results { request_id, outputs } => {
                 out.push(TAG_RESULTS);
                 out.extend_from_slice(&request_id.to_le_bytes());
                 put_batch(&mut out, outputs);
+            }
+            Message::Readiness => out.push(TAG_READINESS),
+            Message::Ready { tokens_ahead } => {
+                out.push(TAG_READY);
+                out.extend_from_slice(&tokens_ahead.to_le_bytes());
             }
             Message::Error { message } => {
                 out.push(TAG_ERROR);
@@ -231,22 +250,26 @@ impl Message {
                 plans: r.plans()?,
             },
             TAG_KEYS => {
+                let mask_seed = r.array("mask seed")?;
                 let input = match r.u8("input keys flag")? {
                     0 => None,
                     1 => Some(r.bytes("input Galois keys")?),
                     other => return Err(WireError::BadFlag(other)),
                 };
-                Message::Keys { input, tree: r.bytes("tree Galois keys")? }
+                Message::Keys { mask_seed, input, tree: r.bytes("tree Galois keys")? }
             }
             TAG_PRODUCTS => Message::Products {
                 request_id: r.u32("request id")?,
                 layer: r.u32("layer")?,
                 stage: stage_from_code(r.u8("stage")?)?,
+                first_mask: r.u64("first mask index")?,
                 inputs: r.batch()?,
             },
             TAG_RESULTS => {
                 Message::Results { request_id: r.u32("request id")?, outputs: r.batch()? }
             }
+            TAG_READINESS => Message::Readiness,
+            TAG_READY => Message::Ready { tokens_ahead: r.u32("tokens ahead")? },
             TAG_ERROR => Message::Error { message: r.text()? },
             TAG_BYE => Message::Bye,
             other => return Err(WireError::UnknownTag(other)),
@@ -418,12 +441,13 @@ mod tests {
                     3
                 ],
             },
-            Message::Keys { input: Some(vec![1, 2, 3]), tree: vec![4; 10] },
-            Message::Keys { input: None, tree: vec![5; 3] },
+            Message::Keys { mask_seed: [3; 32], input: Some(vec![1, 2, 3]), tree: vec![4; 10] },
+            Message::Keys { mask_seed: [0; 32], input: None, tree: vec![5; 3] },
             Message::Products {
                 request_id: 3,
                 layer: 29,
                 stage: Stage::GateUp,
+                first_mask: 1 << 40,
                 inputs: vec![
                     vec![vec![1, 2, 3], vec![4, 5, 6]],
                     vec![vec![7, 8, 9], vec![10, 11, 12]],
@@ -433,6 +457,8 @@ mod tests {
                 request_id: 3,
                 outputs: vec![vec![vec![0; 5], vec![1; 5], vec![2; 3]]],
             },
+            Message::Readiness,
+            Message::Ready { tokens_ahead: 17 },
             Message::Error { message: "no such layer".into() },
             Message::Bye,
         ]
@@ -468,7 +494,7 @@ mod tests {
         products[9] = 9; // the stage byte
         assert!(matches!(Message::decode(&products), Err(WireError::UnknownStage(9))));
         let mut keys = samples()[2].encode();
-        keys[1] = 2; // the input keys flag
+        keys[33] = 2; // the input keys flag, after the mask seed
         assert!(matches!(Message::decode(&keys), Err(WireError::BadFlag(2))));
         let mut bye = Message::Bye.encode();
         bye.push(0);

@@ -12,9 +12,12 @@ use based_model::{
     BackendError, ChatTokenizer, Generator, LinearBackend, LlamaConfig, LoadedModel, PlainBackend,
     SqueezedModel, Stage,
 };
+use based_zkllm::masks::upload_mask_seeds;
 use based_zkllm::relay::Relay;
 use based_zkllm::wire::{self, Message, PROTOCOL_VERSION};
-use based_zkllm::{EncryptedBackend, MinerModel, ModelIdentity, ZkError, spawn_server};
+use based_zkllm::{
+    EncryptedBackend, MinerModel, ModelIdentity, ServeConfig, ZkError, spawn_server,
+};
 
 struct Fixture {
     identity: ModelIdentity,
@@ -40,9 +43,14 @@ fn fixture(path: &Path, dir: tempfile::TempDir) -> Fixture {
     }
 }
 
+/// A miner that works ahead (the default).
 fn start_miner(f: &Fixture) -> SocketAddr {
+    start_miner_with(f, ServeConfig::default())
+}
+
+fn start_miner_with(f: &Fixture, config: ServeConfig) -> SocketAddr {
     let miner = MinerModel::prepare(&f.model, f.identity.clone(), |_, _| {}).unwrap();
-    spawn_server("127.0.0.1:0", Arc::new(miner)).unwrap()
+    spawn_server("127.0.0.1:0", Arc::new(miner), config).unwrap()
 }
 
 fn generate(
@@ -57,8 +65,19 @@ fn generate(
         .unwrap()
 }
 
+/// Token and logit identity, against a miner that works ahead and one that does not.
 fn assert_encrypted_matches_plaintext(f: &Fixture, prompt: &str, max_new: usize) {
-    let miner = start_miner(f);
+    assert_encrypted_matches_plaintext_on(f, prompt, max_new, start_miner(f));
+    let no_work_ahead = start_miner_with(f, ServeConfig { precompute_bytes: 0 });
+    assert_encrypted_matches_plaintext_on(f, prompt, max_new, no_work_ahead);
+}
+
+fn assert_encrypted_matches_plaintext_on(
+    f: &Fixture,
+    prompt: &str,
+    max_new: usize,
+    miner: SocketAddr,
+) {
     let plain = generate(f, prompt, max_new, &mut PlainBackend::new(&f.model));
     let mut client = EncryptedBackend::connect(miner, &f.model, &f.identity).unwrap();
     let encrypted = generate(f, prompt, max_new, &mut client);
@@ -104,6 +123,39 @@ fn encrypted_generation_is_token_identical_on_smollm2() {
     };
     let dir = tempfile::tempdir().unwrap();
     assert_encrypted_matches_plaintext(&fixture(Path::new(&path), dir), "What is 2+2?", 3);
+}
+
+/// A chat that pauses lets the miner get ahead: the next tokens are answered from precomputed
+/// masks' shares, with every logit the same as the plaintext model's.
+#[test]
+fn after_a_pause_the_next_tokens_come_from_precomputed_shares_and_stay_exact() {
+    let f = tiny_gguf(15);
+    let miner = start_miner(&f);
+    let mut client = EncryptedBackend::connect(miner, &f.model, &f.identity).unwrap();
+    let mut plain_backend = PlainBackend::new(&f.model);
+    let (mut on_plain, mut on_encrypted) = (Generator::new(&f.model), Generator::new(&f.model));
+    let tokens = f.tokenizer.encode_chat("You are terse.", "pause here").unwrap();
+    let mut expected = on_plain.prefill(&tokens, &mut plain_backend).unwrap();
+    assert_eq!(on_encrypted.prefill(&tokens, &mut client).unwrap(), expected);
+
+    let wanted = 4;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while client.tokens_ahead().unwrap() < wanted {
+        assert!(std::time::Instant::now() < deadline, "the miner never got {wanted} tokens ahead");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for _ in 0..wanted {
+        let token = based_model::argmax(&expected);
+        expected = on_plain.step(token, &mut plain_backend).unwrap();
+        assert_eq!(on_encrypted.step(token, &mut client).unwrap(), expected);
+    }
+    client.close().unwrap();
+
+    // A miner that does not work ahead says so.
+    let idle = start_miner_with(&f, ServeConfig { precompute_bytes: 0 });
+    let mut client = EncryptedBackend::connect(idle, &f.model, &f.identity).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(client.tokens_ahead().unwrap(), 0);
 }
 
 /// Records every activation code the forward pass hands to the backend.
@@ -227,7 +279,7 @@ struct HonestSession {
 /// The plans the miner announces are its deterministic choice for these weights, so a test can
 /// make them itself.
 fn honest_session(f: &Fixture, stage: Stage) -> HonestSession {
-    use based_rlwe::{GaloisKeys, RhombusKeys, RhombusPlan, SecretKey, rhombus_encrypt};
+    use based_rlwe::{GaloisKeys, RhombusKeys, RhombusPlan, SecretKey, rhombus_encrypt_with_masks};
     use rand_core::SeedableRng;
     let stages: Vec<(based_rlwe::Params, RhombusPlan)> = (0..f.model.n_layers())
         .flat_map(|layer| based_zkllm::STAGES.map(|stage| (layer, stage)))
@@ -244,14 +296,18 @@ fn honest_session(f: &Fixture, stage: Stage) -> HonestSession {
     let keys = RhombusKeys::generate(&key, &plans, &mut rng).unwrap();
     let (params, plan) = &stages[based_zkllm::STAGES.iter().position(|s| *s == stage).unwrap()];
     let code = vec![3i8; plan.n_in()];
-    let upload = rhombus_encrypt(&key.with_params(params), plan, &code, &mut rng).unwrap();
+    let mask_seed = [8; 32];
+    let masks = upload_mask_seeds(&mask_seed, 0, stage, 0, plan.upload_cts());
+    let upload =
+        rhombus_encrypt_with_masks(&key.with_params(params), plan, &code, &masks, &mut rng)
+            .unwrap();
     let inverse = 2 * stages[0].0.ring_degree() - 1;
     let useless =
         GaloisKeys::generate(&key, &[inverse], keys.tree().digit_bits(), &mut rng).unwrap();
     let input = keys.input().map(|k| k.to_bytes());
     HonestSession {
-        keys: Message::Keys { input: input.clone(), tree: keys.tree().to_bytes() },
-        useless_keys: Message::Keys { input, tree: useless.to_bytes() },
+        keys: Message::Keys { mask_seed, input: input.clone(), tree: keys.tree().to_bytes() },
+        useless_keys: Message::Keys { mask_seed, input, tree: useless.to_bytes() },
         inputs: vec![vec![upload.to_bytes()]],
     }
 }
@@ -260,10 +316,12 @@ fn honest_inputs(f: &Fixture, stage: Stage) -> Vec<Vec<Vec<u8>>> {
     honest_session(f, stage).inputs
 }
 
-/// Hello, the honest keys, then `request`: the miner's error text.
-fn hello_then(f: &Fixture, miner: SocketAddr, request: Message) -> String {
+/// Hello, the honest keys, then `requests`: the miner's error text.
+fn hello_then(f: &Fixture, miner: SocketAddr, requests: &[Message]) -> String {
     let hello = Message::Hello { version: PROTOCOL_VERSION, model_hash: f.identity.hash };
-    let answers = raw_exchange(miner, &[hello, honest_session(f, Stage::Qkv).keys, request]);
+    let mut frames = vec![hello, honest_session(f, Stage::Qkv).keys];
+    frames.extend_from_slice(requests);
+    let answers = raw_exchange(miner, &frames);
     assert!(matches!(answers.first(), Some(Message::Welcome { .. })));
     error_text(&answers)
 }
@@ -275,22 +333,35 @@ fn corrupted_and_mismatched_ciphertexts_are_rejected_clearly() {
 
     let mut truncated = honest_inputs(&f, Stage::Qkv);
     truncated[0][0].pop();
-    let text = hello_then(&f, miner, products(0, Stage::Qkv, truncated));
+    let text = hello_then(&f, miner, &[products(0, Stage::Qkv, truncated)]);
     assert!(text.starts_with("ciphertext rejected"), "{text}");
 
     let mut missing = honest_inputs(&f, Stage::Qkv);
     missing[0].pop();
     if !missing[0].is_empty() {
-        let text = hello_then(&f, miner, products(0, Stage::Qkv, missing));
+        let text = hello_then(&f, miner, &[products(0, Stage::Qkv, missing)]);
         assert!(text.contains("ciphertexts per vector"), "{text}");
     }
 
     // Inputs laid out for another stage's width.
-    let text = hello_then(&f, miner, products(0, Stage::Down, honest_inputs(&f, Stage::Qkv)));
+    let text = hello_then(&f, miner, &[products(0, Stage::Down, honest_inputs(&f, Stage::Qkv))]);
     assert!(text.contains("ciphertext") || text.contains("layout"), "{text}");
 
-    let text = hello_then(&f, miner, products(7, Stage::Qkv, honest_inputs(&f, Stage::Qkv)));
+    let text = hello_then(&f, miner, &[products(7, Stage::Qkv, honest_inputs(&f, Stage::Qkv))]);
     assert!(text.contains("layer 7 does not exist"), "{text}");
+
+    // Masks that are not the session's upload 1 of the stage (they are upload 0's).
+    let mut late = products(0, Stage::Qkv, honest_inputs(&f, Stage::Qkv));
+    if let Message::Products { first_mask, .. } = &mut late {
+        *first_mask = 1;
+    }
+    let text = hello_then(&f, miner, &[late]);
+    assert!(text.contains("masks are not the ones the session's mask seed gives"), "{text}");
+
+    // The same masks twice: the miner answers the first and refuses the second.
+    let once = products(0, Stage::Qkv, honest_inputs(&f, Stage::Qkv));
+    let text = hello_then(&f, miner, &[once.clone(), once]);
+    assert!(text.contains("mask index 0 was already used (the next is 1)"), "{text}");
 
     assert_encrypted_session_works(&f, miner);
 }
@@ -305,11 +376,12 @@ fn products_before_keys_and_garbage_keys_are_refused_clearly() {
     let text = error_text(&raw_exchange(miner, &[hello.clone(), early]));
     assert!(text.contains("expected Keys, got Products"), "{text}");
 
-    let Message::Keys { input, mut tree } = honest_session(&f, Stage::Qkv).keys else {
+    let Message::Keys { mask_seed, input, mut tree } = honest_session(&f, Stage::Qkv).keys else {
         unreachable!()
     };
     tree.truncate(tree.len() / 2);
-    let text = error_text(&raw_exchange(miner, &[hello.clone(), Message::Keys { input, tree }]));
+    let truncated = Message::Keys { mask_seed, input, tree };
+    let text = error_text(&raw_exchange(miner, &[hello.clone(), truncated]));
     assert!(text.starts_with("ciphertext rejected"), "{text}");
 
     // Keys without the automorphisms the plans need: the product names the missing one.
@@ -323,7 +395,7 @@ fn products_before_keys_and_garbage_keys_are_refused_clearly() {
 }
 
 fn products(layer: u32, stage: Stage, inputs: Vec<Vec<Vec<u8>>>) -> Message {
-    Message::Products { request_id: 0, layer, stage, inputs }
+    Message::Products { request_id: 0, layer, stage, first_mask: 0, inputs }
 }
 
 /// A miner that answers with well-formed but wrong ciphertexts: the client must notice.

@@ -1,0 +1,211 @@
+//! The miner's work ahead for one session: the masks' share of every stage's next uploads,
+//! computed while the miner would otherwise wait (network round trips, the client's own steps,
+//! a user reading the reply before asking again).
+//!
+//! The masks are known in advance (`crate::masks`), and everything a product computes from them
+//! alone (every key switch, the a halves, the whole result a) can be done before the vector
+//! exists (`RhombusMatrix::precompute`). A request whose uploads were precomputed is answered
+//! with the online share only, about a sixth of the work. A request that arrives before its
+//! share is ready is computed in full: the answers are the same, bit for bit, either way.
+//!
+//! The work runs on its own pool of threads at the lowest CPU priority, so requests, which run
+//! on the main pool, take the cores whenever they need them.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+
+use based_model::Stage;
+use based_rlwe::{RhombusKeys, RhombusPrecomputed};
+
+use crate::error::ZkError;
+use crate::masks::upload_mask_seeds;
+use crate::miner::MinerModel;
+use crate::{STAGES, stage_index};
+
+/// The precomputed shares of one session and what the client has used so far.
+pub(crate) struct Ahead {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    changed: Condvar,
+}
+
+struct State {
+    /// Per stage (layer-major, `STAGES` order): the next mask index the client may use.
+    next: Vec<u64>,
+    /// Per stage: the shares of mask indices next, next + 1, ... (contiguous).
+    ready: Vec<VecDeque<RhombusPrecomputed>>,
+    bytes: usize,
+    budget: usize,
+    closed: bool,
+}
+
+impl State {
+    /// The stage with the fewest shares ready (the earliest in a forward pass among equals),
+    /// and the mask index to compute for it; None once the budget is spent.
+    fn next_job(&self) -> Option<(usize, u64)> {
+        if self.bytes >= self.budget {
+            return None;
+        }
+        let stage = (0..self.ready.len()).min_by_key(|&s| self.ready[s].len())?;
+        Some((stage, self.next[stage] + self.ready[stage].len() as u64))
+    }
+}
+
+impl Ahead {
+    /// Starts the session's background work (none when `budget_bytes` is 0), with its keys and
+    /// mask seed; the work stops when the returned value is dropped.
+    pub(crate) fn start(
+        model: Arc<MinerModel>,
+        keys: Arc<RhombusKeys>,
+        mask_seed: [u8; 32],
+        budget_bytes: usize,
+    ) -> Ahead {
+        let stages = model.n_layers() * STAGES.len();
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                next: vec![0; stages],
+                ready: (0..stages).map(|_| VecDeque::new()).collect(),
+                bytes: 0,
+                budget: budget_bytes,
+                closed: false,
+            }),
+            changed: Condvar::new(),
+        });
+        if budget_bytes > 0 {
+            let worker = Arc::clone(&shared);
+            std::thread::spawn(move || work_ahead(&worker, &model, &keys, &mask_seed));
+        }
+        Ahead { shared }
+    }
+
+    /// Takes the precomputed shares for a request's uploads of (`layer`, `stage`), mask
+    /// indices `first..first + count` (None where a share is not ready), and records that the
+    /// client has used them. An index below one already used is refused: it would mean a mask
+    /// used twice.
+    pub(crate) fn take(
+        &self,
+        layer: u32,
+        stage: Stage,
+        first: u64,
+        count: usize,
+    ) -> Result<Vec<Option<RhombusPrecomputed>>, ZkError> {
+        let mut state = self.lock();
+        let s = layer as usize * STAGES.len() + stage_index(stage);
+        let next = state.next[s];
+        if first < next {
+            return Err(ZkError::MaskReused { layer, stage, index: first, next });
+        }
+        let skipped = usize::try_from(first - next).unwrap_or(usize::MAX);
+        let mut freed = 0;
+        let ready = &mut state.ready[s];
+        for share in ready.drain(..skipped.min(ready.len())) {
+            freed += share.memory_bytes();
+        }
+        let shares: Vec<Option<RhombusPrecomputed>> = (0..count)
+            .map(|_| {
+                let share = ready.pop_front();
+                freed += share.as_ref().map_or(0, RhombusPrecomputed::memory_bytes);
+                share
+            })
+            .collect();
+        state.next[s] = first + count as u64;
+        state.bytes -= freed;
+        self.shared.changed.notify_all();
+        Ok(shares)
+    }
+
+    /// How many uploads ahead every stage is precomputed: the tokens the client can now
+    /// generate at the online share's cost.
+    pub(crate) fn tokens_ahead(&self) -> u32 {
+        let state = self.lock();
+        let least = state.ready.iter().map(VecDeque::len).min().unwrap_or(0);
+        u32::try_from(least).unwrap_or(u32::MAX)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        lock(&self.shared)
+    }
+}
+
+impl Drop for Ahead {
+    fn drop(&mut self) {
+        self.lock().closed = true;
+        self.shared.changed.notify_all();
+    }
+}
+
+/// A poisoned lock only means another thread panicked while holding it; the state is a cache,
+/// every entry of which is checked on use, so it stays usable.
+fn lock(shared: &Shared) -> MutexGuard<'_, State> {
+    shared.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn work_ahead(shared: &Shared, model: &MinerModel, keys: &RhombusKeys, mask_seed: &[u8; 32]) {
+    loop {
+        let (s, index) = {
+            let mut state = lock(shared);
+            loop {
+                if state.closed {
+                    return;
+                }
+                if let Some(job) = state.next_job() {
+                    break job;
+                }
+                state = shared.changed.wait(state).unwrap_or_else(|p| p.into_inner());
+            }
+        };
+        let (layer, stage) = ((s / STAGES.len()) as u32, STAGES[s % STAGES.len()]);
+        let matrix = model.stage_matrix(s);
+        let seeds = upload_mask_seeds(mask_seed, layer, stage, index, matrix.plan().upload_cts());
+        let share = match background_pool().install(|| matrix.precompute(&seeds, keys)) {
+            Ok(share) => share,
+            Err(error) => {
+                // The same keys fail every request of the session too, with this error.
+                tracing::warn!(layer, ?stage, %error, "precomputing the masks' share stopped");
+                return;
+            }
+        };
+        let mut state = lock(shared);
+        // Kept only if the client has not moved past it meanwhile.
+        if state.next[s] + state.ready[s].len() as u64 == index {
+            state.bytes += share.memory_bytes();
+            state.ready[s].push_back(share);
+        }
+    }
+}
+
+/// The threads that work ahead, shared by every session: as many as the main pool's, each at
+/// the lowest CPU priority the OS offers.
+fn background_pool() -> &'static rayon::ThreadPool {
+    static POOL: OnceLock<rayon::ThreadPool> = OnceLock::new();
+    POOL.get_or_init(|| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(rayon::current_num_threads())
+            .thread_name(|i| format!("masks-ahead-{i}"))
+            .start_handler(|_| lower_this_threads_priority())
+            .build()
+            .expect("a thread pool of the main pool's size can be built")
+    })
+}
+
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)] // One system call with no pointer it keeps; std has no wrapper for it.
+fn lower_this_threads_priority() {
+    // SCHED_IDLE: the thread runs only when no normal thread wants the core. On Linux the
+    // policy is per thread, and pid 0 is the calling thread.
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: plain system call on the calling thread with a valid parameter struct.
+    let status = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
+    if status != 0 {
+        tracing::warn!(
+            error = %std::io::Error::last_os_error(),
+            "cannot lower the priority of the precomputing threads; they compete with requests"
+        );
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn lower_this_threads_priority() {}
