@@ -86,6 +86,45 @@ fn an_encrypted_chat_with_a_miner_process_matches_the_plaintext_model() {
     assert!(encrypted_report.contains("rounds") && encrypted_report.contains("MB up"));
 }
 
+/// Without a prompt argument `based chat` reads one message per line and keeps the
+/// conversation (and the encrypted session) going: the same replies as the plaintext model's,
+/// turn after turn.
+#[test]
+fn an_interactive_encrypted_chat_matches_the_plaintext_model_turn_after_turn() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path(), "tiny.gguf", 9);
+    let miner = MinerProcess::start(&model);
+    let conversation = |how: &[&str]| -> Output {
+        let mut child = based()
+            .arg("chat")
+            .args(how)
+            .args(["-n", "6", "--model"])
+            .arg(&model)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run based chat");
+        let mut stdin = child.stdin.take().expect("piped stdin");
+        std::io::Write::write_all(&mut stdin, b"first question\n\nand a second one\n").unwrap();
+        drop(stdin);
+        child.wait_with_output().expect("wait for based chat")
+    };
+    let encrypted = conversation(&["--miner", &miner.address]);
+    let plain = conversation(&["--plain"]);
+    assert!(encrypted.status.success(), "{}", String::from_utf8_lossy(&encrypted.stderr));
+    assert!(plain.status.success(), "{}", String::from_utf8_lossy(&plain.stderr));
+    assert_eq!(encrypted.stdout, plain.stdout);
+    // Two turns each (the empty line is skipped), the second continuing the first.
+    let turns = |output: &Output, prefix: &str| {
+        String::from_utf8_lossy(&output.stderr).lines().filter(|l| l.starts_with(prefix)).count()
+    };
+    assert_eq!(turns(&plain, "[plain: "), 2);
+    assert_eq!(turns(&encrypted, "[encrypted: "), 2);
+    let report = String::from_utf8_lossy(&encrypted.stderr);
+    assert!(report.contains("tokens precomputed") && report.contains("[session: "), "{report}");
+}
+
 /// Reads N from the summary line `[mode: N tokens in ...]` that `based chat` prints last.
 fn tokens_generated(report: &str, prefix: &str) -> usize {
     let line = report.lines().find_map(|l| l.strip_prefix(prefix));

@@ -1,11 +1,11 @@
 //! `based chat` and `based miner serve`.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use based_model::{Generator, LinearBackend, PlainBackend};
+use based_model::{ChatTokenizer, Generator, LinearBackend, PlainBackend};
 use based_zkllm::{EncryptedBackend, MinerModel, ServeConfig};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -14,8 +14,9 @@ use crate::loaded::{self, LoadedModel};
 
 #[derive(Args)]
 pub struct ChatArgs {
-    /// What to ask.
-    pub prompt: String,
+    /// What to ask. Without it the chat is interactive: one message per line on stdin, each
+    /// reply continuing the conversation, until end of input (Ctrl-D).
+    pub prompt: Option<String>,
     /// Address of a miner started with `based miner serve`.
     #[arg(long, conflicts_with = "local")]
     pub miner: Option<String>,
@@ -29,7 +30,7 @@ pub struct ChatArgs {
     /// miner's model.
     #[arg(long, default_value = "smollm2-135m")]
     pub model: String,
-    /// Most tokens to generate.
+    /// Most tokens to generate per reply.
     #[arg(short = 'n', long, default_value_t = 48)]
     pub max_tokens: usize,
     /// System prompt of the chat template.
@@ -41,9 +42,7 @@ pub fn run(args: ChatArgs) -> Result<()> {
     let model = loaded::load(&args.model)?;
     if args.plain {
         let mut backend = PlainBackend::new(&model.squeezed);
-        let (generated, elapsed) = chat(&model, &args, &mut backend)?;
-        eprintln!("[plain: {}]", speed(generated, elapsed));
-        return Ok(());
+        return converse(&model, &args, &mut backend, "plain", |_| Ok(String::new()));
     }
     let address = match (&args.miner, args.local) {
         (Some(address), _) => address.clone(),
@@ -60,11 +59,13 @@ pub fn run(args: ChatArgs) -> Result<()> {
         .with_context(|| {
             format!("cannot start an encrypted session with the miner at {address}")
         })?;
-    let (generated, elapsed) = chat(&model, &args, &mut backend)?;
+    // The miner works ahead while the user types: each turn says how far it got.
+    converse(&model, &args, &mut backend, "encrypted", |backend| {
+        Ok(format!("; the miner had {} tokens precomputed", backend.tokens_ahead()?))
+    })?;
     let stats = backend.close()?;
     eprintln!(
-        "[encrypted: {}, {} rounds, {:.1} MB up, {:.1} MB down, client crypto {:.1} s]",
-        speed(generated, elapsed),
+        "[session: {} rounds, {:.1} MB up, {:.1} MB down, client crypto {:.1} s]",
         stats.rounds,
         stats.bytes_up as f64 / 1e6,
         stats.bytes_down as f64 / 1e6,
@@ -73,32 +74,108 @@ pub fn run(args: ChatArgs) -> Result<()> {
     Ok(())
 }
 
-fn speed(generated: usize, elapsed: std::time::Duration) -> String {
-    let per_token = elapsed.as_secs_f64() / generated.max(1) as f64;
-    format!("{generated} tokens in {:.1} s ({per_token:.2} s/token)", elapsed.as_secs_f64())
-}
-
-/// Generates a reply, streaming text to stdout as tokens arrive.
-fn chat(
+/// The conversation: the prompt argument as one turn, or one turn per line of stdin. Each turn
+/// continues the same KV cache (and, encrypted, the same session); after each reply a summary
+/// line `[mode: N tokens in ...]` goes to stderr, `readiness` adding what the backend reports
+/// just before the turn.
+fn converse<B: LinearBackend>(
     model: &LoadedModel,
     args: &ChatArgs,
-    backend: &mut dyn LinearBackend,
-) -> Result<(usize, std::time::Duration)> {
-    let prompt_tokens = model.tokenizer.encode_chat(&args.system, &args.prompt)?;
+    backend: &mut B,
+    mode: &str,
+    readiness: impl Fn(&mut B) -> Result<String>,
+) -> Result<()> {
     let mut generator = Generator::new(&model.squeezed);
-    let mut reply = Vec::new();
+    // The last token of the previous reply, which greedy decoding does not feed back.
+    let mut unfed: Option<u32> = None;
+    let interactive = args.prompt.is_none();
+    if interactive && std::io::stdin().is_terminal() {
+        eprintln!("interactive chat: one message per line, Ctrl-D to end");
+    }
+    for message in turns(args)? {
+        let message = message?;
+        if message.trim().is_empty() {
+            continue;
+        }
+        let tokens = match unfed {
+            None => model.tokenizer.encode_chat(&args.system, &message)?,
+            Some(last) => {
+                let user = ChatTokenizer::chat_prompt(&[("user", message.as_str())]);
+                let closing =
+                    if model.tokenizer.stop_tokens().contains(&last) { "" } else { "<|im_end|>" };
+                let mut tokens = vec![last];
+                tokens.extend(model.tokenizer.encode(&format!("{closing}\n{user}"))?);
+                tokens
+            }
+        };
+        let ready = readiness(backend)?;
+        let reply = reply(model, args, &mut generator, backend, &tokens)?;
+        unfed = reply.generated.last().copied();
+        // One forward pass per generated token but the first (from the prefill) and the last
+        // (never fed back).
+        let passes = reply.generated.len().saturating_sub(1).max(1);
+        eprintln!(
+            "[{mode}: {} tokens in {:.1} s ({:.2} s/token) after a {}-token prefill in {:.1} s{ready}]",
+            reply.shown,
+            reply.decode.as_secs_f64(),
+            reply.decode.as_secs_f64() / passes as f64,
+            tokens.len(),
+            reply.prefill.as_secs_f64(),
+        );
+        if interactive && std::io::stdin().is_terminal() {
+            eprint!("> ");
+        }
+    }
+    Ok(())
+}
+
+/// The user's messages: the prompt argument, or stdin line by line.
+fn turns(args: &ChatArgs) -> Result<Box<dyn Iterator<Item = Result<String>>>> {
+    Ok(match &args.prompt {
+        Some(prompt) => Box::new(std::iter::once(Ok(prompt.clone()))),
+        None => {
+            if std::io::stdin().is_terminal() {
+                eprint!("> ");
+            }
+            let lines = std::io::stdin().lines();
+            Box::new(lines.map(|line| line.context("cannot read the next message from stdin")))
+        }
+    })
+}
+
+struct Reply {
+    /// Every generated token, a final stop token included.
+    generated: Vec<u32>,
+    /// Tokens printed (the stop token is not).
+    shown: usize,
+    prefill: Duration,
+    /// From the first token to the last.
+    decode: Duration,
+}
+
+/// Generates one reply to `tokens`, streaming its text to stdout as tokens arrive.
+fn reply(
+    model: &LoadedModel,
+    args: &ChatArgs,
+    generator: &mut Generator<'_>,
+    backend: &mut dyn LinearBackend,
+    tokens: &[u32],
+) -> Result<Reply> {
+    let mut text_tokens = Vec::new();
     let mut printed = 0;
     let started = Instant::now();
+    let mut first_token: Option<Instant> = None;
     let mut stdout = std::io::stdout();
-    generator.generate(
-        &prompt_tokens,
+    let generated = generator.generate(
+        tokens,
         args.max_tokens,
         model.tokenizer.stop_tokens(),
         backend,
         &mut |token| {
-            reply.push(token);
+            first_token.get_or_insert_with(Instant::now);
+            text_tokens.push(token);
             // Decode the whole reply each time: a token can end in the middle of a UTF-8 character.
-            if let Ok(text) = model.tokenizer.decode(&reply)
+            if let Ok(text) = model.tokenizer.decode(&text_tokens)
                 && text.len() > printed
                 && text.is_char_boundary(printed)
             {
@@ -109,7 +186,14 @@ fn chat(
         },
     )?;
     println!();
-    Ok((reply.len(), started.elapsed()))
+    let finished = Instant::now();
+    let first_token = first_token.unwrap_or(finished);
+    Ok(Reply {
+        generated,
+        shown: text_tokens.len(),
+        prefill: first_token - started,
+        decode: finished - first_token,
+    })
 }
 
 pub fn prepare_miner(model: &LoadedModel) -> Result<MinerModel> {
