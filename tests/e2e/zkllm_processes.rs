@@ -8,9 +8,11 @@ use std::process::{Child, Command, Output, Stdio};
 use based_model::LlamaConfig;
 use based_model::testutil::write_random_gguf;
 
+/// `based`, with its caches (saved chat states) in a folder of this test process's own.
 fn based() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_based"));
-    command.env("RUST_LOG", "warn");
+    let home = std::env::temp_dir().join(format!("based-e2e-zkllm-{}", std::process::id()));
+    command.env("RUST_LOG", "warn").env("BASED_HOME", home);
     command
 }
 
@@ -123,6 +125,43 @@ fn an_interactive_encrypted_chat_matches_the_plaintext_model_turn_after_turn() {
     assert_eq!(turns(&encrypted, "[encrypted: "), 2);
     let report = String::from_utf8_lossy(&encrypted.stderr);
     assert!(report.contains("tokens precomputed") && report.contains("[session: "), "{report}");
+}
+
+/// The system turn is computed (through the miner) once, saved on the client, and resumed by
+/// the next chat with the same reply; a damaged saved state is recomputed, not trusted.
+#[test]
+fn a_saved_system_turn_is_resumed_and_a_damaged_one_recomputed() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path(), "tiny.gguf", 17);
+    let miner = MinerProcess::start(&model);
+    let ask = |system: &str| {
+        let output = chat(&model, &["--miner", &miner.address, "--system", system], "hi");
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        (output.stdout, String::from_utf8_lossy(&output.stderr).into_owned())
+    };
+    // A system prompt of this test's own, so no other test's saved state is met.
+    let system = "saved-state test, be brief";
+    let (first, report) = ask(system);
+    assert!(report.contains("computed in") && report.contains("and saved"), "{report}");
+    let (second, report) = ask(system);
+    assert!(report.contains("resumed from its saved state"), "{report}");
+    assert_eq!(second, first);
+    let plain = chat(&model, &["--plain", "--system", system, "--no-saved-state"], "hi");
+    assert_eq!(plain.stdout, first);
+
+    let home = std::env::temp_dir().join(format!("based-e2e-zkllm-{}", std::process::id()));
+    for entry in std::fs::read_dir(home.join("chat-states")).unwrap() {
+        let path = entry.unwrap().path();
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes.truncate(bytes.len() / 2);
+        std::fs::write(&path, bytes).unwrap();
+    }
+    let (third, report) = ask(system);
+    assert!(
+        report.contains("unusable saved chat state") && report.contains("and saved"),
+        "{report}"
+    );
+    assert_eq!(third, first);
 }
 
 /// Reads N from the summary line `[mode: N tokens in ...]` that `based chat` prints last.

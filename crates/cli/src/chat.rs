@@ -36,6 +36,10 @@ pub struct ChatArgs {
     /// System prompt of the chat template.
     #[arg(long, default_value = based_model::DEFAULT_SYSTEM_PROMPT)]
     pub system: String,
+    /// Compute the system turn again instead of resuming its saved state
+    /// ($BASED_HOME/chat-states), and do not save it.
+    #[arg(long)]
+    pub no_saved_state: bool,
 }
 
 pub fn run(args: ChatArgs) -> Result<()> {
@@ -97,8 +101,15 @@ fn converse<B: LinearBackend>(
         if message.trim().is_empty() {
             continue;
         }
+        let mut system_turn = String::new();
         let tokens = match unfed {
-            None => model.tokenizer.encode_chat(&args.system, &message)?,
+            None => {
+                let tokens = model.tokenizer.encode_chat(&args.system, &message)?;
+                let (resumed, how) = start_conversation(model, args, backend, &tokens)?;
+                system_turn = how;
+                generator = resumed;
+                tokens[generator.position()..].to_vec()
+            }
             Some(last) => {
                 let user = ChatTokenizer::chat_prompt(&[("user", message.as_str())]);
                 let closing =
@@ -115,7 +126,7 @@ fn converse<B: LinearBackend>(
         // (never fed back).
         let passes = reply.generated.len().saturating_sub(1).max(1);
         eprintln!(
-            "[{mode}: {} tokens in {:.1} s ({:.2} s/token) after a {}-token prefill in {:.1} s{ready}]",
+            "[{mode}: {} tokens in {:.1} s ({:.2} s/token) after a {}-token prefill in {:.1} s{system_turn}{ready}]",
             reply.shown,
             reply.decode.as_secs_f64(),
             reply.decode.as_secs_f64() / passes as f64,
@@ -126,6 +137,74 @@ fn converse<B: LinearBackend>(
             eprint!("> ");
         }
     }
+    Ok(())
+}
+
+/// A generator that has processed the system turn at the start of `tokens`: resumed from its
+/// saved state when there is one for this model and system prompt, else computed through
+/// `backend` (and saved for next time). Also says which, for the turn's summary. The saved
+/// state is the client's own (never sent anywhere); the exactness contract makes a state saved
+/// by a plaintext chat the same, bit for bit, as an encrypted chat's.
+fn start_conversation<'m>(
+    model: &'m LoadedModel,
+    args: &ChatArgs,
+    backend: &mut dyn LinearBackend,
+    tokens: &[u32],
+) -> Result<(Generator<'m>, String)> {
+    let system = model.tokenizer.encode_system_turn(&args.system)?;
+    let mut generator = Generator::new(&model.squeezed);
+    if args.no_saved_state || !tokens.starts_with(&system) || system.len() == tokens.len() {
+        return Ok((generator, String::new()));
+    }
+    let path = saved_state_path(model, &system);
+    match std::fs::read(&path)
+        .map_err(anyhow::Error::from)
+        .and_then(|bytes| Ok(Generator::resume(&model.squeezed, &bytes)?))
+    {
+        Ok((resumed, saved)) if saved == system => {
+            let how =
+                format!("; system turn of {} tokens resumed from its saved state", system.len());
+            return Ok((resumed, how));
+        }
+        Ok(_) => {
+            tracing::warn!(path = %path.display(), "saved chat state is for other tokens; recomputing")
+        }
+        Err(error) if path.exists() => {
+            tracing::warn!(path = %path.display(), %error, "unusable saved chat state; recomputing")
+        }
+        Err(_) => {}
+    }
+    let started = Instant::now();
+    generator.prefill(&system, backend)?;
+    let how = format!(
+        "; system turn of {} tokens computed in {:.1} s and saved",
+        system.len(),
+        started.elapsed().as_secs_f64()
+    );
+    // A cache: failing to write it costs the next chat time, not this one its reply.
+    if let Err(error) = save_state(&path, &generator.saved_state(&system)?) {
+        tracing::warn!(path = %path.display(), %error, "cannot save the chat state");
+    }
+    Ok((generator, how))
+}
+
+/// `$BASED_HOME/chat-states/<model hash>-<hash of the system turn's tokens>.bkv`.
+fn saved_state_path(model: &LoadedModel, system: &[u32]) -> std::path::PathBuf {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    system.iter().for_each(|t| hasher.update(t.to_le_bytes()));
+    let tokens = based_zkllm::hex(&hasher.finalize()[..8]);
+    let model_hash = based_zkllm::hex(&model.identity.hash[..8]);
+    crate::fetch::cache_home().join("chat-states").join(format!("{model_hash}-{tokens}.bkv"))
+}
+
+/// Written whole or not at all: to a temporary name, then renamed.
+fn save_state(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().context("a saved state path has a folder")?;
+    std::fs::create_dir_all(dir)?;
+    let partial = path.with_extension("partial");
+    std::fs::write(&partial, bytes)?;
+    std::fs::rename(&partial, path)?;
     Ok(())
 }
 

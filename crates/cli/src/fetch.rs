@@ -75,13 +75,18 @@ pub fn known_model(name: &str) -> Result<&'static KnownModel> {
     })
 }
 
-/// Where fetched models live: `$BASED_HOME/models`, default `~/.cache/based/models`.
-pub fn model_cache_dir() -> PathBuf {
-    let home = std::env::var_os("BASED_HOME")
+/// Where `based` keeps what it can recompute (models, saved chat states): `$BASED_HOME`,
+/// default `~/.cache/based`.
+pub fn cache_home() -> PathBuf {
+    std::env::var_os("BASED_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/based")))
-        .unwrap_or_else(|| PathBuf::from(".based-cache"));
-    home.join("models")
+        .unwrap_or_else(|| PathBuf::from(".based-cache"))
+}
+
+/// Where fetched models live: `$BASED_HOME/models`, default `~/.cache/based/models`.
+pub fn model_cache_dir() -> PathBuf {
+    cache_home().join("models")
 }
 
 /// Resolves a model argument: an existing file or folder path as is, `hf:...` from the hub

@@ -23,6 +23,8 @@ pub enum ModelError {
     Tokenizer(String),
     #[error("calibration: {0}")]
     Calibration(String),
+    #[error("saved conversation state: {0}")]
+    SavedState(String),
 }
 
 impl ModelError {

@@ -8,7 +8,7 @@ use crate::float::{FloatModel, Matrix};
 use crate::squeeze::{
     self, HeadInput, QuantMatrix, SqueezedModel, Stage, dot_f32, dot_i8_f32, squeeze_activation,
 };
-use crate::{BackendError, LlamaConfig};
+use crate::{BackendError, LlamaConfig, ModelError};
 
 /// Computes the exact integer products of the squeezed weights with the client's codes.
 pub trait LinearBackend {
@@ -506,6 +506,88 @@ impl<'m> Generator<'m> {
         on_token: &mut dyn FnMut(u32),
     ) -> Result<Vec<u32>, BackendError> {
         greedy(prompt, max_new, stop_tokens, |t| self.prefill(t, backend), on_token)
+    }
+}
+
+/// Leads every saved conversation state (`Generator::saved_state`), with its format version.
+const SAVED_STATE_MAGIC: [u8; 4] = *b"BKV1";
+
+impl<'m> Generator<'m> {
+    /// The conversation so far, to resume it later without recomputing it (a chat's system
+    /// prompt, say): `tokens` (what was processed, checked against the position) and every
+    /// layer's keys and values, bit for bit. Layout: "BKV1", layers, kv_dim, positions (u32
+    /// LE), the token ids (u32 LE), then per layer per position the key, then the value (f32
+    /// LE).
+    pub fn saved_state(&self, tokens: &[u32]) -> Result<Vec<u8>, ModelError> {
+        let positions = self.position();
+        if tokens.len() != positions {
+            return Err(ModelError::SavedState(format!(
+                "{} tokens given for a conversation at position {positions}",
+                tokens.len()
+            )));
+        }
+        let config = &self.model.config;
+        let mut out = SAVED_STATE_MAGIC.to_vec();
+        for n in [config.n_layers, config.kv_dim(), positions] {
+            out.extend_from_slice(&(n as u32).to_le_bytes());
+        }
+        tokens.iter().for_each(|t| out.extend_from_slice(&t.to_le_bytes()));
+        for (keys, values) in self.cache.keys.iter().zip(&self.cache.values) {
+            for row in keys.iter().chain(values) {
+                row.iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Resumes a conversation from [`Self::saved_state`]'s bytes, made for a model of this
+    /// shape; returns the generator and the tokens it has processed. Strict: a wrong header,
+    /// shape or length is an error, never a half-restored cache.
+    pub fn resume(
+        model: &'m SqueezedModel,
+        bytes: &[u8],
+    ) -> Result<(Generator<'m>, Vec<u32>), ModelError> {
+        let corrupt = |why: String| ModelError::SavedState(why);
+        let word = |i: usize| -> Result<u32, ModelError> {
+            let at = 4 + 4 * i;
+            let raw = bytes.get(at..at + 4).ok_or_else(|| corrupt("truncated header".into()))?;
+            Ok(u32::from_le_bytes(raw.try_into().expect("4 bytes")))
+        };
+        if bytes.get(..4) != Some(&SAVED_STATE_MAGIC[..]) {
+            return Err(corrupt("not a saved conversation state (bad magic)".into()));
+        }
+        let config = &model.config;
+        let (layers, kv_dim, positions) = (word(0)? as usize, word(1)? as usize, word(2)? as usize);
+        if layers != config.n_layers || kv_dim != config.kv_dim() {
+            return Err(corrupt(format!(
+                "saved for {layers} layers of kv_dim {kv_dim}, the model has {} of {}",
+                config.n_layers,
+                config.kv_dim()
+            )));
+        }
+        if positions > config.max_seq_len {
+            return Err(corrupt(format!("{positions} positions exceed the model's context")));
+        }
+        let body = &bytes[16..];
+        let expected = 4 * (positions + 2 * layers * positions * kv_dim);
+        if body.len() != expected {
+            return Err(corrupt(format!(
+                "{} bytes after the header, expected {expected}",
+                body.len()
+            )));
+        }
+        let (ids, floats) = body.split_at(4 * positions);
+        let tokens =
+            ids.chunks_exact(4).map(|b| u32::from_le_bytes(b.try_into().expect("4"))).collect();
+        let mut rows = floats.chunks_exact(4 * kv_dim).map(|row| {
+            row.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().expect("4"))).collect()
+        });
+        let mut generator = Generator::new(model);
+        for layer in 0..layers {
+            generator.cache.keys[layer] = rows.by_ref().take(positions).collect();
+            generator.cache.values[layer] = rows.by_ref().take(positions).collect();
+        }
+        Ok((generator, tokens))
     }
 }
 

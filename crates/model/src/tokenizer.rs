@@ -134,12 +134,16 @@ impl ChatTokenizer {
     /// ChatML: each `(role, content)` turn as `<|im_start|>role\ncontent<|im_end|>\n`, then the
     /// assistant header.
     pub fn chat_prompt(turns: &[(&str, &str)]) -> String {
-        let mut prompt = String::new();
-        for (role, content) in turns {
-            prompt.push_str(&format!("<|im_start|>{role}\n{content}<|im_end|>\n"));
-        }
+        let mut prompt: String = turns.iter().map(|&(role, content)| turn(role, content)).collect();
         prompt.push_str("<|im_start|>assistant\n");
         prompt
+    }
+
+    /// Tokens of a chat's system turn: what every conversation with this system prompt starts
+    /// with, in the same tokens as [`Self::encode_chat`] gives them (the special tokens cut the
+    /// text there).
+    pub fn encode_system_turn(&self, system: &str) -> Result<Vec<u32>, ModelError> {
+        self.encode(&turn("system", system))
     }
 
     /// Tokens of a single-turn chat: the system prompt and the user's message.
@@ -151,6 +155,11 @@ impl ChatTokenizer {
     pub fn to_json(&self) -> Result<String, ModelError> {
         self.inner.to_string(true).map_err(tok_err)
     }
+}
+
+/// One ChatML turn: `<|im_start|>role\ncontent<|im_end|>\n`.
+fn turn(role: &str, content: &str) -> String {
+    format!("<|im_start|>{role}\n{content}<|im_end|>\n")
 }
 
 fn byte_level_bpe(

@@ -202,6 +202,48 @@ fn prefill_batches_each_stage_and_matches_stepwise_decoding_bitwise() {
     assert_eq!(logits, batched, "same integers must give bitwise identical logits");
 }
 
+/// A conversation saved after its system turn and resumed elsewhere continues bit for bit as
+/// if it had never stopped; damaged or foreign saved states are refused with a reason.
+#[test]
+fn a_saved_conversation_resumes_bit_for_bit_and_bad_states_are_refused() {
+    let (_, loaded) = tiny_gguf("resume");
+    let squeezed = loaded.squeeze().unwrap();
+    let tokenizer = &loaded.tokenizer;
+    let prefix = tokenizer.encode_system_turn("be brief").unwrap();
+    let whole = tokenizer.encode_chat("be brief", "what now?").unwrap();
+    assert_eq!(whole[..prefix.len()], prefix[..], "the system turn is a prefix of the chat");
+    let rest = &whole[prefix.len()..];
+    let mut backend = PlainBackend::new(&squeezed);
+
+    let expected = Generator::new(&squeezed).generate(&whole, 8, &[], &mut backend, &mut |_| {});
+    let mut first = Generator::new(&squeezed);
+    first.prefill(&prefix, &mut backend).unwrap();
+    let saved = first.saved_state(&prefix).unwrap();
+    let (mut resumed, tokens) = Generator::resume(&squeezed, &saved).unwrap();
+    assert_eq!(tokens, prefix);
+    assert_eq!(resumed.position(), prefix.len());
+    let continued = resumed.generate(rest, 8, &[], &mut backend, &mut |_| {});
+    assert_eq!(continued.unwrap(), expected.unwrap());
+
+    let refused = |bytes: &[u8]| match Generator::resume(&squeezed, bytes) {
+        Err(ModelError::SavedState(why)) => why,
+        Err(other) => panic!("unexpected error {other}"),
+        Ok(_) => panic!("a bad saved state was accepted"),
+    };
+    for cut in [0, 3, 10, saved.len() / 2, saved.len() - 1] {
+        let why = refused(&saved[..cut]);
+        assert!(
+            why.contains("magic") || why.contains("truncated") || why.contains("bytes"),
+            "{why}"
+        );
+    }
+    let mut foreign = saved.clone();
+    foreign[4] += 1; // one more layer than the model has
+    assert!(refused(&foreign).contains("layers"));
+    let error = first.saved_state(&prefix[1..]).unwrap_err();
+    assert!(error.to_string().contains("tokens given for a conversation at position"), "{error}");
+}
+
 #[test]
 fn squeezed_perplexity_stays_close_to_float() {
     let (_, loaded) = tiny_gguf("ppl");

@@ -74,6 +74,10 @@ fn tokenizer_matches_smollm2() {
     assert_eq!(t.encode("<|im_start|>system\nYou are").unwrap(), [1, 9690, 198, 2683, 359]);
     assert_eq!(t.encode("2024").unwrap(), vec![id("2"), id("0"), id("2"), id("4")]);
     assert_eq!(t.encode("<|im_start|>user").unwrap(), vec![1, id("user")]);
+    // `based chat` resumes the system turn's saved state: its tokens must begin every chat.
+    let system = t.encode_system_turn(based_model::DEFAULT_SYSTEM_PROMPT).unwrap();
+    let chat = t.encode_chat(based_model::DEFAULT_SYSTEM_PROMPT, "Hi there").unwrap();
+    assert_eq!(chat[..system.len()], system[..]);
     for text in [
         "It is a truth universally acknowledged.",
         "naïve café — 東京 🚀 x=3.14\n\ttabs",
