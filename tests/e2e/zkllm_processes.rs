@@ -8,12 +8,16 @@ use std::process::{Child, Command, Output, Stdio};
 use based_model::LlamaConfig;
 use based_model::testutil::write_random_gguf;
 
-/// `based`, with its caches (saved chat states) in a folder of this test process's own.
+/// `based`, with its caches (saved chat states) in [`based_home`].
 fn based() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_based"));
-    let home = std::env::temp_dir().join(format!("based-e2e-zkllm-{}", std::process::id()));
-    command.env("RUST_LOG", "warn").env("BASED_HOME", home);
+    command.env("RUST_LOG", "warn").env("BASED_HOME", based_home());
     command
+}
+
+/// A `BASED_HOME` of this test process's own.
+fn based_home() -> PathBuf {
+    std::env::temp_dir().join(format!("based-e2e-zkllm-{}", std::process::id()))
 }
 
 /// A miner process that is killed when the test ends, however it ends.
@@ -149,8 +153,7 @@ fn a_saved_system_turn_is_resumed_and_a_damaged_one_recomputed() {
     let plain = chat(&model, &["--plain", "--system", system, "--no-saved-state"], "hi");
     assert_eq!(plain.stdout, first);
 
-    let home = std::env::temp_dir().join(format!("based-e2e-zkllm-{}", std::process::id()));
-    for entry in std::fs::read_dir(home.join("chat-states")).unwrap() {
+    for entry in std::fs::read_dir(based_home().join("chat-states")).unwrap() {
         let path = entry.unwrap().path();
         let mut bytes = std::fs::read(&path).unwrap();
         bytes.truncate(bytes.len() / 2);

@@ -185,9 +185,17 @@ fn bench_zkllm(args: &ZkllmBenchArgs) -> Result<String> {
     let work = miner.work_per_token();
     // The same encoded model behind two servers: one computes every product when it is asked,
     // the other also works ahead while it waits (the default of `based miner serve`).
-    let on_request = ServeConfig { precompute_bytes: 0 };
+    let on_request = ServeConfig::on_request();
     let on_request = based_zkllm::spawn_server("127.0.0.1:0", Arc::clone(&miner), on_request)?;
-    let ahead = based_zkllm::spawn_server("127.0.0.1:0", miner, ServeConfig::default())?;
+    // Room for the pause measurement's tokens ahead, whatever the default.
+    let room = (n + 1) * miner.precomputed_bytes_per_token();
+    let working_ahead = ServeConfig::default();
+    let working_ahead = ServeConfig {
+        precompute_bytes: working_ahead.precompute_bytes.max(room),
+        precompute_total_bytes: working_ahead.precompute_total_bytes.max(room),
+        ..working_ahead
+    };
+    let ahead = based_zkllm::spawn_server("127.0.0.1:0", miner, working_ahead)?;
 
     eprintln!("encrypted on loopback, every product computed on request ...");
     let started = Instant::now();
@@ -346,7 +354,7 @@ fn bench_zkllm(args: &ZkllmBenchArgs) -> Result<String> {
             1.0 / plain_decode
         ),
     );
-    row("miner aggregate decode throughput", throughput.join("; "));
+    row("miner aggregate decode throughput (miner working ahead)", throughput.join("; "));
     row(
         "miner: weight encoding",
         format!(

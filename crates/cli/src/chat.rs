@@ -89,49 +89,43 @@ fn converse<B: LinearBackend>(
     mode: &str,
     readiness: impl Fn(&mut B) -> Result<String>,
 ) -> Result<()> {
-    let mut generator = Generator::new(&model.squeezed);
-    // The last token of the previous reply, which greedy decoding does not feed back.
-    let mut unfed: Option<u32> = None;
     let interactive = args.prompt.is_none();
     if interactive && std::io::stdin().is_terminal() {
         eprintln!("interactive chat: one message per line, Ctrl-D to end");
     }
+    // Before the first message: in an interactive chat, while the user types it.
+    let (mut generator, mut system_turn) = start_conversation(model, args, backend)?;
+    // None before the first reply; then the previous reply's last token, which greedy decoding
+    // does not feed back (None if it generated nothing).
+    let mut previous: Option<Option<u32>> = None;
     for message in turns(args)? {
         let message = message?;
         if message.trim().is_empty() {
             continue;
         }
-        let mut system_turn = String::new();
-        let tokens = match unfed {
-            None => {
-                let tokens = model.tokenizer.encode_chat(&args.system, &message)?;
-                let (resumed, how) = start_conversation(model, args, backend, &tokens)?;
-                system_turn = how;
-                generator = resumed;
-                tokens[generator.position()..].to_vec()
-            }
+        let user = ChatTokenizer::chat_prompt(&[("user", message.as_str())]);
+        let tokens = match previous {
+            None => model.tokenizer.encode(&user)?,
             Some(last) => {
-                let user = ChatTokenizer::chat_prompt(&[("user", message.as_str())]);
-                let closing =
-                    if model.tokenizer.stop_tokens().contains(&last) { "" } else { "<|im_end|>" };
-                let mut tokens = vec![last];
-                tokens.extend(model.tokenizer.encode(&format!("{closing}\n{user}"))?);
+                let mut tokens = assistant_turn_end(model, last)?;
+                tokens.extend(model.tokenizer.encode(&format!("\n{user}"))?);
                 tokens
             }
         };
         let ready = readiness(backend)?;
         let reply = reply(model, args, &mut generator, backend, &tokens)?;
-        unfed = reply.generated.last().copied();
+        previous = Some(reply.generated.last().copied());
         // One forward pass per generated token but the first (from the prefill) and the last
         // (never fed back).
         let passes = reply.generated.len().saturating_sub(1).max(1);
         eprintln!(
-            "[{mode}: {} tokens in {:.1} s ({:.2} s/token) after a {}-token prefill in {:.1} s{system_turn}{ready}]",
+            "[{mode}: {} tokens in {:.1} s ({:.2} s/token) after a {}-token prefill in {:.1} s{}{ready}]",
             reply.shown,
             reply.decode.as_secs_f64(),
             reply.decode.as_secs_f64() / passes as f64,
             tokens.len(),
             reply.prefill.as_secs_f64(),
+            std::mem::take(&mut system_turn),
         );
         if interactive && std::io::stdin().is_terminal() {
             eprint!("> ");
@@ -140,50 +134,71 @@ fn converse<B: LinearBackend>(
     Ok(())
 }
 
-/// A generator that has processed the system turn at the start of `tokens`: resumed from its
-/// saved state when there is one for this model and system prompt, else computed through
-/// `backend` (and saved for next time). Also says which, for the turn's summary. The saved
-/// state is the client's own (never sent anywhere); the exactness contract makes a state saved
-/// by a plaintext chat the same, bit for bit, as an encrypted chat's.
+/// The tokens that close the previous assistant turn: the reply's last token (which greedy
+/// decoding does not feed back) and `<|im_end|>`; just the former if it is `<|im_end|>`, just
+/// the latter if it is another stop token or the reply was empty.
+fn assistant_turn_end(model: &LoadedModel, last: Option<u32>) -> Result<Vec<u32>> {
+    let im_end = model.tokenizer.encode("<|im_end|>")?;
+    Ok(match last {
+        Some(token) if im_end == [token] => im_end,
+        Some(token) if model.tokenizer.stop_tokens().contains(&token) => im_end,
+        Some(token) => [vec![token], im_end].concat(),
+        None => im_end,
+    })
+}
+
+/// A generator that has processed the chat's system turn: resumed from its saved state when
+/// there is one for this model and system prompt, else computed through `backend` (and saved
+/// for next time). Also says which, for the first turn's summary. The saved state is the
+/// client's own (never sent anywhere); the exactness contract makes a state saved by a
+/// plaintext chat the same, bit for bit, as an encrypted chat's.
 fn start_conversation<'m>(
     model: &'m LoadedModel,
     args: &ChatArgs,
     backend: &mut dyn LinearBackend,
-    tokens: &[u32],
 ) -> Result<(Generator<'m>, String)> {
     let system = model.tokenizer.encode_system_turn(&args.system)?;
-    let mut generator = Generator::new(&model.squeezed);
-    if args.no_saved_state || !tokens.starts_with(&system) || system.len() == tokens.len() {
-        return Ok((generator, String::new()));
-    }
     let path = saved_state_path(model, &system);
-    match std::fs::read(&path)
-        .map_err(anyhow::Error::from)
-        .and_then(|bytes| Ok(Generator::resume(&model.squeezed, &bytes)?))
-    {
-        Ok((resumed, saved)) if saved == system => {
-            let how =
-                format!("; system turn of {} tokens resumed from its saved state", system.len());
-            return Ok((resumed, how));
+    if !args.no_saved_state {
+        let resumed = std::fs::read(&path)
+            .map_err(anyhow::Error::from)
+            .and_then(|bytes| Ok(Generator::resume(&model.squeezed, &bytes)?));
+        match resumed {
+            Ok((resumed, saved)) if saved == system => {
+                let how = format!(
+                    "; system turn of {} tokens resumed from its saved state",
+                    system.len()
+                );
+                return Ok((resumed, how));
+            }
+            Ok(_) => tracing::warn!(
+                path = %path.display(),
+                "saved chat state is for other tokens; recomputing"
+            ),
+            Err(error) if path.exists() => tracing::warn!(
+                path = %path.display(),
+                %error,
+                "unusable saved chat state; recomputing"
+            ),
+            Err(_) => {}
         }
-        Ok(_) => {
-            tracing::warn!(path = %path.display(), "saved chat state is for other tokens; recomputing")
-        }
-        Err(error) if path.exists() => {
-            tracing::warn!(path = %path.display(), %error, "unusable saved chat state; recomputing")
-        }
-        Err(_) => {}
     }
     let started = Instant::now();
+    let mut generator = Generator::new(&model.squeezed);
     generator.prefill(&system, backend)?;
-    let how = format!(
-        "; system turn of {} tokens computed in {:.1} s and saved",
+    let mut how = format!(
+        "; system turn of {} tokens computed in {:.1} s",
         system.len(),
         started.elapsed().as_secs_f64()
     );
-    // A cache: failing to write it costs the next chat time, not this one its reply.
-    if let Err(error) = save_state(&path, &generator.saved_state(&system)?) {
-        tracing::warn!(path = %path.display(), %error, "cannot save the chat state");
+    if !args.no_saved_state {
+        // A cache: failing to write it costs the next chat time, not this one its reply.
+        match save_state(&path, &generator.saved_state(&system)?) {
+            Ok(()) => how.push_str(" and saved"),
+            Err(error) => {
+                tracing::warn!(path = %path.display(), %error, "cannot save the chat state")
+            }
+        }
     }
     Ok((generator, how))
 }
@@ -202,7 +217,8 @@ fn saved_state_path(model: &LoadedModel, system: &[u32]) -> std::path::PathBuf {
 fn save_state(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().context("a saved state path has a folder")?;
     std::fs::create_dir_all(dir)?;
-    let partial = path.with_extension("partial");
+    // Another chat may be saving the same state right now: each writes its own file.
+    let partial = path.with_extension(format!("partial-{}", std::process::id()));
     std::fs::write(&partial, bytes)?;
     std::fs::rename(&partial, path)?;
     Ok(())
@@ -299,6 +315,7 @@ pub fn prepare_miner(model: &LoadedModel) -> Result<MinerModel> {
 pub fn serve_miner(model: &str, listen: &str, config: ServeConfig) -> Result<()> {
     let model = loaded::load(model)?;
     let miner = prepare_miner(&model)?;
+    let tokens_ahead = config.precompute_bytes / miner.precomputed_bytes_per_token().max(1);
     let listener = std::net::TcpListener::bind(listen)
         .with_context(|| format!("cannot listen on {listen}"))?;
     let address = listener.local_addr()?;
@@ -306,6 +323,9 @@ pub fn serve_miner(model: &str, listen: &str, config: ServeConfig) -> Result<()>
         model = %model.identity,
         %address,
         precompute_mib = config.precompute_bytes >> 20,
+        tokens_ahead_per_session = tokens_ahead,
+        precompute_total_mib = config.precompute_total_bytes >> 20,
+        idle_timeout_s = config.idle_timeout.as_secs(),
         "miner serving (holds no secret key)"
     );
     // The first stdout line tells scripts (and tests using port 0) where to connect.

@@ -152,12 +152,19 @@ enum MinerCommand {
         /// Memory per session, in MiB, for work done ahead while waiting for the client: the
         /// masks' share of its next products (about 3.7 MB per token for SmolLM2-135M). 0
         /// turns it off.
-        #[arg(long, default_value_t = 512)]
+        #[arg(long, default_value_t = based_zkllm::ServeConfig::default().precompute_bytes >> 20)]
         precompute_mib: usize,
+        /// Memory, in MiB, all sessions together may fill with work done ahead.
+        #[arg(long, default_value_t = based_zkllm::ServeConfig::default().precompute_total_bytes >> 20)]
+        precompute_total_mib: usize,
+        /// Seconds a session may send nothing before it is closed and its memory freed.
+        #[arg(long, default_value_t = based_zkllm::ServeConfig::default().idle_timeout.as_secs())]
+        idle_timeout_s: u64,
     },
 }
 
 fn main() {
+    exit_quietly_on_a_closed_pipe();
     let cli = Cli::parse();
     init_logging(cli.verbose, cli.log_format);
     if let Err(error) = run(cli.command) {
@@ -165,6 +172,22 @@ fn main() {
         std::process::exit(1);
     }
 }
+
+/// `based query head | head -3` should stop like any Unix tool when its reader goes away. Rust
+/// ignores SIGPIPE, so every print to a closed pipe would panic ("failed printing to stdout");
+/// the default action ends the process quietly instead.
+#[cfg(unix)]
+#[allow(unsafe_code)] // std has no safe way to restore a signal's default action.
+fn exit_quietly_on_a_closed_pipe() {
+    // SAFETY: installs the default disposition, no handler code runs; called before any thread
+    // starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+#[cfg(not(unix))]
+fn exit_quietly_on_a_closed_pipe() {}
 
 fn init_logging(verbose: u8, format: LogFormat) {
     let default = match verbose {
@@ -206,9 +229,17 @@ fn run(command: Command) -> Result<()> {
             Ok(())
         }
         Command::Model(ModelCommand::Info { model }) => loaded::print_info(&model),
-        Command::Miner(MinerCommand::Serve { model, listen, precompute_mib }) => {
+        Command::Miner(MinerCommand::Serve {
+            model,
+            listen,
+            precompute_mib,
+            precompute_total_mib,
+            idle_timeout_s,
+        }) => {
             let config = based_zkllm::ServeConfig {
                 precompute_bytes: precompute_mib.saturating_mul(1 << 20),
+                precompute_total_bytes: precompute_total_mib.saturating_mul(1 << 20),
+                idle_timeout: std::time::Duration::from_secs(idle_timeout_s.max(1)),
             };
             chat::serve_miner(&model, &listen, config)
         }

@@ -4,6 +4,8 @@
 //! product may use threads: integer sums are exact), so identical products give bitwise
 //! identical logits.
 
+use sha2::{Digest, Sha256};
+
 use crate::float::{FloatModel, Matrix};
 use crate::squeeze::{
     self, HeadInput, QuantMatrix, SqueezedModel, Stage, dot_f32, dot_i8_f32, squeeze_activation,
@@ -517,7 +519,7 @@ impl<'m> Generator<'m> {
     /// prompt, say): `tokens` (what was processed, checked against the position) and every
     /// layer's keys and values, bit for bit. Layout: "BKV1", layers, kv_dim, positions (u32
     /// LE), the token ids (u32 LE), then per layer per position the key, then the value (f32
-    /// LE).
+    /// LE), then the SHA-256 of all that (a damaged file must not pass for a conversation).
     pub fn saved_state(&self, tokens: &[u32]) -> Result<Vec<u8>, ModelError> {
         let positions = self.position();
         if tokens.len() != positions {
@@ -537,6 +539,8 @@ impl<'m> Generator<'m> {
                 row.iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
             }
         }
+        let digest = Sha256::digest(&out);
+        out.extend_from_slice(&digest);
         Ok(out)
     }
 
@@ -555,6 +559,12 @@ impl<'m> Generator<'m> {
         };
         if bytes.get(..4) != Some(&SAVED_STATE_MAGIC[..]) {
             return Err(corrupt("not a saved conversation state (bad magic)".into()));
+        }
+        let Some((bytes, digest)) = bytes.split_last_chunk::<32>() else {
+            return Err(corrupt("truncated header".into()));
+        };
+        if Sha256::digest(bytes).as_slice() != digest {
+            return Err(corrupt("checksum mismatch: the file is damaged".into()));
         }
         let config = &model.config;
         let (layers, kv_dim, positions) = (word(0)? as usize, word(1)? as usize, word(2)? as usize);

@@ -501,6 +501,12 @@ impl RhombusPlan {
             + 2.0 * COST_NTT * self.result_cts() as f64
     }
 
+    /// What [`RhombusMatrix::precompute`] keeps for one upload (its
+    /// [`RhombusPrecomputed::memory_bytes`]): per result ciphertext its a and its rows' b.
+    pub fn precomputed_bytes(&self) -> usize {
+        (0..self.result_cts()).map(|block| (N + self.rows_in_block(block)) * size_of::<u64>()).sum()
+    }
+
     /// One mask seed per column part, or a clear error.
     fn check_mask_seeds(&self, mask_seeds: &[[u8; 32]]) -> Result<(), RlweError> {
         if mask_seeds.len() == self.parts.len() {
@@ -1251,15 +1257,6 @@ impl RhombusMatrix {
             .collect())
     }
 
-    /// [`Self::apply`] for several vectors of one key (prefill), in parallel.
-    pub fn apply_batch(
-        &self,
-        uploads: &[RhombusUpload],
-        keys: &RhombusKeys,
-    ) -> Result<Vec<Vec<RhombusResult>>, RlweError> {
-        uploads.par_iter().map(|upload| self.apply(upload, keys)).collect()
-    }
-
     fn check_keys(
         &self,
         input_keys: Option<&GaloisKeys>,
@@ -1995,6 +1992,7 @@ mod tests {
             let x = random_i8(&mut rng, n_in, i8::MIN);
             let upload = rhombus_encrypt_with_masks(&key, &plan, &x, &seeds, &mut rng).unwrap();
             assert_eq!(upload.mask_seeds(), seeds);
+            assert_eq!(precomputed.memory_bytes(), plan.precomputed_bytes());
             let online = matrix.apply_precomputed(&upload, &precomputed).unwrap();
             assert_eq!(online, matrix.apply(&upload, &keys).unwrap(), "{n_out} x {n_in}");
             assert_eq!(
@@ -2163,26 +2161,6 @@ mod tests {
             let results = matrix.apply(&upload, &keys).unwrap();
             let products = rhombus_decrypt(&key, plan, &results, u64::MAX).unwrap();
             assert_eq!(products, plain_products(weights, &x));
-        }
-    }
-
-    #[test]
-    fn batches_keep_their_order() {
-        let (n_out, n_in) = (200, 100);
-        let mut rng = ChaCha20Rng::seed_from_u64(4);
-        let params = i8_params(n_in);
-        let weights = random_i8(&mut rng, n_out * n_in, -127);
-        let plan = RhombusPlan::choose(&params, n_in, n_out, &weights).unwrap();
-        let key = SecretKey::generate(&params, &mut rng);
-        let keys = RhombusKeys::generate(&key, &[&plan], &mut rng).unwrap();
-        let matrix = RhombusMatrix::encode(&params, &plan, &weights).unwrap();
-        let inputs: Vec<Vec<i8>> = (0..5).map(|_| random_i8(&mut rng, n_in, i8::MIN)).collect();
-        let uploads: Vec<RhombusUpload> =
-            inputs.iter().map(|x| rhombus_encrypt(&key, &plan, x, &mut rng).unwrap()).collect();
-        let results = matrix.apply_batch(&uploads, &keys).unwrap();
-        for (x, result) in inputs.iter().zip(&results) {
-            let products = rhombus_decrypt(&key, &plan, result, u64::MAX).unwrap();
-            assert_eq!(products, plain_products(&weights, x));
         }
     }
 

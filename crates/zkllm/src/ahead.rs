@@ -12,7 +12,9 @@
 //! on the main pool, take the cores whenever they need them.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
 
 use based_model::Stage;
 use based_rlwe::{RhombusKeys, RhombusPrecomputed};
@@ -27,6 +29,15 @@ pub(crate) struct Ahead {
     shared: Arc<Shared>,
 }
 
+/// How much the shares may hold: per session, and over all sessions of a miner together.
+#[derive(Clone)]
+pub(crate) struct Budget {
+    pub(crate) session_bytes: usize,
+    pub(crate) total_bytes: usize,
+    /// What every session of the miner holds now.
+    pub(crate) used: Arc<AtomicUsize>,
+}
+
 struct Shared {
     state: Mutex<State>,
     changed: Condvar,
@@ -37,8 +48,9 @@ struct State {
     next: Vec<u64>,
     /// Per stage: the shares of mask indices next, next + 1, ... (contiguous).
     ready: Vec<VecDeque<RhombusPrecomputed>>,
+    /// What this session's shares hold (also counted in `budget.used`).
     bytes: usize,
-    budget: usize,
+    budget: Budget,
     closed: bool,
 }
 
@@ -46,7 +58,10 @@ impl State {
     /// The stage with the fewest shares ready (the earliest in a forward pass among equals),
     /// and the mask index to compute for it; None once the budget is spent.
     fn next_job(&self) -> Option<(usize, u64)> {
-        if self.bytes >= self.budget {
+        let budget = &self.budget;
+        if self.bytes >= budget.session_bytes
+            || budget.used.load(Ordering::Relaxed) >= budget.total_bytes
+        {
             return None;
         }
         let stage = (0..self.ready.len()).min_by_key(|&s| self.ready[s].len())?;
@@ -55,26 +70,28 @@ impl State {
 }
 
 impl Ahead {
-    /// Starts the session's background work (none when `budget_bytes` is 0), with its keys and
-    /// mask seed; the work stops when the returned value is dropped.
+    /// Starts the session's background work (none when the session's budget is 0), with its
+    /// keys and mask seed; the work stops, and its memory is freed, when the returned value is
+    /// dropped.
     pub(crate) fn start(
         model: Arc<MinerModel>,
         keys: Arc<RhombusKeys>,
         mask_seed: [u8; 32],
-        budget_bytes: usize,
+        budget: Budget,
     ) -> Ahead {
+        let works = budget.session_bytes > 0 && budget.total_bytes > 0;
         let stages = model.n_layers() * STAGES.len();
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 next: vec![0; stages],
                 ready: (0..stages).map(|_| VecDeque::new()).collect(),
                 bytes: 0,
-                budget: budget_bytes,
+                budget,
                 closed: false,
             }),
             changed: Condvar::new(),
         });
-        if budget_bytes > 0 {
+        if works {
             let worker = Arc::clone(&shared);
             std::thread::spawn(move || work_ahead(&worker, &model, &keys, &mask_seed));
         }
@@ -111,8 +128,9 @@ impl Ahead {
                 share
             })
             .collect();
+        // The miner checked first + count against MAX_UPLOAD_INDEX.
         state.next[s] = first + count as u64;
-        state.bytes -= freed;
+        state.release(freed);
         self.shared.changed.notify_all();
         Ok(shares)
     }
@@ -130,9 +148,23 @@ impl Ahead {
     }
 }
 
+impl State {
+    fn release(&mut self, bytes: usize) {
+        self.bytes -= bytes;
+        self.budget.used.fetch_sub(bytes, Ordering::Relaxed);
+    }
+}
+
 impl Drop for Ahead {
+    /// Frees the shares now: the worker may still be inside one last precompute on its
+    /// low-priority threads, and what it makes then is dropped.
     fn drop(&mut self) {
-        self.lock().closed = true;
+        let mut state = self.lock();
+        state.closed = true;
+        state.ready.iter_mut().for_each(VecDeque::clear);
+        let held = state.bytes;
+        state.release(held);
+        drop(state);
         self.shared.changed.notify_all();
     }
 }
@@ -154,7 +186,13 @@ fn work_ahead(shared: &Shared, model: &MinerModel, keys: &RhombusKeys, mask_seed
                 if let Some(job) = state.next_job() {
                     break job;
                 }
-                state = shared.changed.wait(state).unwrap_or_else(|p| p.into_inner());
+                // Woken by the session's own requests; the timeout notices memory that other
+                // sessions freed.
+                state = shared
+                    .changed
+                    .wait_timeout(state, Duration::from_secs(1))
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
             }
         };
         let (layer, stage) = ((s / STAGES.len()) as u32, STAGES[s % STAGES.len()]);
@@ -169,9 +207,11 @@ fn work_ahead(shared: &Shared, model: &MinerModel, keys: &RhombusKeys, mask_seed
             }
         };
         let mut state = lock(shared);
-        // Kept only if the client has not moved past it meanwhile.
-        if state.next[s] + state.ready[s].len() as u64 == index {
-            state.bytes += share.memory_bytes();
+        // Kept only if the session is still on and the client has not moved past it meanwhile.
+        if !state.closed && state.next[s] + state.ready[s].len() as u64 == index {
+            let bytes = share.memory_bytes();
+            state.bytes += bytes;
+            state.budget.used.fetch_add(bytes, Ordering::Relaxed);
             state.ready[s].push_back(share);
         }
     }

@@ -34,6 +34,11 @@ pub enum ZkError {
     )]
     MaskReused { layer: u32, stage: Stage, index: u64, next: u64 },
     #[error(
+        "layer {layer} {stage:?}: mask index {index} is beyond the protocol's limit of \
+         {limit} uploads per stage"
+    )]
+    MaskIndexTooLarge { layer: u32, stage: Stage, index: u64, limit: u64 },
+    #[error(
         "layer {layer} {stage:?}: upload {index}'s masks are not the ones the session's mask \
          seed gives"
     )]

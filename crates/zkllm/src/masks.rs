@@ -13,7 +13,13 @@ use rand_core::{RngCore, SeedableRng};
 
 use crate::{STAGES, stage_index};
 
-/// The mask seeds of upload `index` of (`layer`, `stage`), one per column part.
+/// Upload indices stay below this: 2^40 uploads of one stage is far beyond any conversation,
+/// and it keeps every index's stretch of its ChaCha20 stream apart from every other's (the
+/// stream's block counter has 64 bits).
+pub const MAX_UPLOAD_INDEX: u64 = 1 << 40;
+
+/// The mask seeds of upload `index` (below [`MAX_UPLOAD_INDEX`]) of (`layer`, `stage`), one
+/// per column part.
 ///
 /// ChaCha20 keyed by the session's seed is a PRF: every (layer, stage) reads its own stream and
 /// every upload its own disjoint stretch of it, so no two uploads of a session share a mask.
@@ -62,7 +68,7 @@ mod tests {
             upload_mask_seeds(&session, 2, Stage::Down, 7, 2)
         );
         assert!(!seen.contains(&upload_mask_seeds(&[6; 32], 0, Stage::Qkv, 0, 1)[0]));
-        // Seed i of an upload does not depend on how many parts follow it.
+        // The first upload's first seed does not depend on how many parts follow it.
         assert_eq!(
             upload_mask_seeds(&session, 1, Stage::Qkv, 0, 1)[0],
             upload_mask_seeds(&session, 1, Stage::Qkv, 0, 2)[0]

@@ -8,7 +8,7 @@ use std::io::{BufReader, BufWriter};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use based_model::{SqueezedModel, Stage};
 use based_rlwe::{
@@ -17,9 +17,9 @@ use based_rlwe::{
 };
 use rayon::prelude::*;
 
-use crate::ahead::Ahead;
+use crate::ahead::{Ahead, Budget};
 use crate::error::ZkError;
-use crate::masks::upload_mask_seeds;
+use crate::masks::{MAX_UPLOAD_INDEX, upload_mask_seeds};
 use crate::wire::{self, CiphertextBatch, Message, PROTOCOL_VERSION, PlanChoice, WireError};
 use crate::{ModelIdentity, STAGES, params_summary, plan_choice, stage_index, stage_params};
 
@@ -29,12 +29,28 @@ pub struct ServeConfig {
     /// Memory each session may fill with the masks' share of its next uploads, computed ahead
     /// while the miner waits (`crate::ahead`); 0 turns the work ahead off.
     pub precompute_bytes: usize,
+    /// Memory all sessions together may fill so.
+    pub precompute_total_bytes: usize,
+    /// A session that sends nothing for this long is closed, and its keys and shares freed.
+    pub idle_timeout: Duration,
 }
 
 impl Default for ServeConfig {
-    /// 512 MiB per session: about 140 tokens ahead for SmolLM2-135M (3.7 MB per token).
+    /// 512 MiB per session (about 140 tokens ahead for SmolLM2-135M, 3.7 MB per token), 4 GiB
+    /// in all, sessions idle for 15 minutes closed.
     fn default() -> Self {
-        Self { precompute_bytes: 512 << 20 }
+        Self {
+            precompute_bytes: 512 << 20,
+            precompute_total_bytes: 4 << 30,
+            idle_timeout: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+impl ServeConfig {
+    /// The default, without any work ahead.
+    pub fn on_request() -> Self {
+        Self { precompute_bytes: 0, ..Self::default() }
     }
 }
 
@@ -110,6 +126,12 @@ impl MinerModel {
         work
     }
 
+    /// Bytes the masks' shares of one token take, over all stages (what working ahead by one
+    /// token costs in memory).
+    pub fn precomputed_bytes_per_token(&self) -> usize {
+        self.layers.iter().flatten().map(|stage| stage.matrix.plan().precomputed_bytes()).sum()
+    }
+
     /// Bytes held by the encoded weights: the miner's memory cost of the model.
     pub fn encoded_bytes(&self) -> usize {
         self.layers.iter().flatten().map(|stage| stage.matrix.memory_bytes()).sum()
@@ -153,6 +175,15 @@ impl MinerModel {
         inputs: &CiphertextBatch,
     ) -> Result<Vec<RhombusUpload>, ZkError> {
         let plan = self.stage(layer, stage)?.plan();
+        let end = first_mask.saturating_add(inputs.len() as u64);
+        if end > MAX_UPLOAD_INDEX {
+            return Err(ZkError::MaskIndexTooLarge {
+                layer,
+                stage,
+                index: end - 1,
+                limit: MAX_UPLOAD_INDEX,
+            });
+        }
         (first_mask..)
             .zip(inputs)
             .map(|(index, vector)| {
@@ -209,6 +240,7 @@ pub fn serve(
     model: Arc<MinerModel>,
     config: ServeConfig,
 ) -> std::io::Result<()> {
+    let used = Arc::new(AtomicUsize::new(0));
     for stream in listener.incoming() {
         let stream = match stream {
             Ok(stream) => stream,
@@ -218,9 +250,14 @@ pub fn serve(
             }
         };
         let model = Arc::clone(&model);
+        let budget = Budget {
+            session_bytes: config.precompute_bytes,
+            total_bytes: config.precompute_total_bytes,
+            used: Arc::clone(&used),
+        };
         std::thread::spawn(move || {
             let peer = stream.peer_addr().ok();
-            match serve_session(stream, model, config) {
+            match serve_session(stream, model, config.idle_timeout, budget) {
                 Ok(stats) => tracing::info!(
                     ?peer,
                     requests = stats.requests,
@@ -262,13 +299,15 @@ struct SessionStats {
 fn serve_session(
     stream: TcpStream,
     model: Arc<MinerModel>,
-    config: ServeConfig,
+    idle_timeout: Duration,
+    budget: Budget,
 ) -> Result<SessionStats, ZkError> {
     stream.set_nodelay(true)?;
+    stream.set_read_timeout(Some(idle_timeout))?;
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut writer = BufWriter::new(stream);
     let mut stats = SessionStats::default();
-    let result = run_session(&mut reader, &mut writer, model, config, &mut stats);
+    let result = run_session(&mut reader, &mut writer, model, budget, &mut stats);
     if let Err(error) = &result
         && !matches!(error, ZkError::Io(_) | ZkError::Wire(WireError::Closed | WireError::Io(_)))
     {
@@ -282,7 +321,7 @@ fn run_session(
     reader: &mut BufReader<TcpStream>,
     writer: &mut BufWriter<TcpStream>,
     model: Arc<MinerModel>,
-    config: ServeConfig,
+    budget: Budget,
     stats: &mut SessionStats,
 ) -> Result<(), ZkError> {
     let (hello, n) = wire::read_message(reader)?;
@@ -319,8 +358,7 @@ fn run_session(
         Message::Bye => return Ok(()),
         other => return Err(ZkError::UnexpectedMessage { expected: "Keys", got: other.kind() }),
     };
-    let ahead =
-        Ahead::start(Arc::clone(&model), Arc::clone(&keys), mask_seed, config.precompute_bytes);
+    let ahead = Ahead::start(Arc::clone(&model), Arc::clone(&keys), mask_seed, budget);
     loop {
         let (message, n) = wire::read_message(reader)?;
         stats.bytes_in += n;

@@ -94,6 +94,8 @@ pub enum WireError {
     Io(io::Error),
     #[error("the peer closed the connection")]
     Closed,
+    #[error("the peer sent nothing within the idle timeout")]
+    Idle,
     #[error("frame of {0} bytes exceeds the limit of {MAX_FRAME_BYTES} bytes")]
     Oversized(u64),
     #[error("frame truncated: needed {needed} more bytes for {what}")]
@@ -396,10 +398,11 @@ pub fn write_message(stream: &mut impl Write, message: &Message) -> Result<usize
 pub fn read_message(stream: &mut impl Read) -> Result<(Message, usize), WireError> {
     let mut len = [0u8; 4];
     if let Err(e) = stream.read_exact(&mut len) {
-        return Err(if e.kind() == io::ErrorKind::UnexpectedEof {
-            WireError::Closed
-        } else {
-            e.into()
+        return Err(match e.kind() {
+            io::ErrorKind::UnexpectedEof => WireError::Closed,
+            // What a socket's read timeout gives, depending on the platform.
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => WireError::Idle,
+            _ => e.into(),
         });
     }
     let len = u32::from_le_bytes(len);

@@ -68,7 +68,7 @@ fn generate(
 /// Token and logit identity, against a miner that works ahead and one that does not.
 fn assert_encrypted_matches_plaintext(f: &Fixture, prompt: &str, max_new: usize) {
     assert_encrypted_matches_plaintext_on(f, prompt, max_new, start_miner(f));
-    let no_work_ahead = start_miner_with(f, ServeConfig { precompute_bytes: 0 });
+    let no_work_ahead = start_miner_with(f, ServeConfig::on_request());
     assert_encrypted_matches_plaintext_on(f, prompt, max_new, no_work_ahead);
 }
 
@@ -152,10 +152,35 @@ fn after_a_pause_the_next_tokens_come_from_precomputed_shares_and_stay_exact() {
     client.close().unwrap();
 
     // A miner that does not work ahead says so.
-    let idle = start_miner_with(&f, ServeConfig { precompute_bytes: 0 });
+    let idle = start_miner_with(&f, ServeConfig::on_request());
     let mut client = EncryptedBackend::connect(idle, &f.model, &f.identity).unwrap();
     std::thread::sleep(Duration::from_millis(100));
     assert_eq!(client.tokens_ahead().unwrap(), 0);
+}
+
+/// The miner's memory for work ahead is shared by all sessions: one session that has filled it
+/// leaves none to the next, until it ends and its shares are freed.
+#[test]
+fn work_ahead_memory_is_capped_across_sessions_and_freed_when_one_ends() {
+    let f = tiny_gguf(16);
+    let miner = MinerModel::prepare(&f.model, f.identity.clone(), |_, _| {}).unwrap();
+    let two_tokens = 2 * miner.precomputed_bytes_per_token();
+    let config = ServeConfig { precompute_total_bytes: two_tokens, ..ServeConfig::default() };
+    let miner = spawn_server("127.0.0.1:0", Arc::new(miner), config).unwrap();
+    let wait_for = |client: &mut EncryptedBackend, tokens: u32| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while client.tokens_ahead().unwrap() < tokens {
+            assert!(std::time::Instant::now() < deadline, "never {tokens} tokens ahead");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let mut first = EncryptedBackend::connect(miner, &f.model, &f.identity).unwrap();
+    wait_for(&mut first, 2);
+    let mut second = EncryptedBackend::connect(miner, &f.model, &f.identity).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(second.tokens_ahead().unwrap(), 0, "the second session found memory");
+    first.close().unwrap();
+    wait_for(&mut second, 1);
 }
 
 /// Records every activation code the forward pass hands to the backend.
@@ -245,6 +270,26 @@ fn a_wrong_protocol_version_gets_a_clear_error_and_the_miner_keeps_serving() {
         raw_exchange(miner, &[Message::Hello { version: 99, model_hash: f.identity.hash }]);
     let text = error_text(&answers);
     assert!(text.contains("protocol version 99 is not supported"), "{text}");
+    assert_encrypted_session_works(&f, miner);
+}
+
+/// A session that goes quiet is closed with a reason, and frees its place for others.
+#[test]
+fn an_idle_session_is_closed_and_the_miner_keeps_serving() {
+    let f = tiny_gguf(35);
+    let config = ServeConfig { idle_timeout: Duration::from_millis(300), ..ServeConfig::default() };
+    let miner = start_miner_with(&f, config);
+    let hello = Message::Hello { version: PROTOCOL_VERSION, model_hash: f.identity.hash };
+    let mut stream = TcpStream::connect(miner).unwrap();
+    wire::write_message(&mut stream, &hello).unwrap();
+    assert!(matches!(wire::read_message(&mut stream).unwrap().0, Message::Welcome { .. }));
+    // Nothing more is sent: the miner gives up on the session.
+    let (answer, _) = wire::read_message(&mut stream).unwrap();
+    assert!(
+        matches!(&answer, Message::Error { message } if message.contains("idle timeout")),
+        "{answer:?}"
+    );
+    assert!(matches!(wire::read_message(&mut stream), Err(wire::WireError::Closed)));
     assert_encrypted_session_works(&f, miner);
 }
 
@@ -357,6 +402,14 @@ fn corrupted_and_mismatched_ciphertexts_are_rejected_clearly() {
     }
     let text = hello_then(&f, miner, &[late]);
     assert!(text.contains("masks are not the ones the session's mask seed gives"), "{text}");
+
+    // An index so large it could wrap: refused before anything is computed.
+    let mut far = products(0, Stage::Qkv, honest_inputs(&f, Stage::Qkv));
+    if let Message::Products { first_mask, .. } = &mut far {
+        *first_mask = u64::MAX;
+    }
+    let text = hello_then(&f, miner, &[far]);
+    assert!(text.contains("beyond the protocol's limit"), "{text}");
 
     // The same masks twice: the miner answers the first and refuses the second.
     let once = products(0, Stage::Qkv, honest_inputs(&f, Stage::Qkv));
