@@ -65,11 +65,14 @@ fn generate(
         .unwrap()
 }
 
-/// Token and logit identity, against a miner that works ahead and one that does not.
+/// Token and logit identity, against a miner that works ahead and one that does not (the same
+/// encoded model behind both).
 fn assert_encrypted_matches_plaintext(f: &Fixture, prompt: &str, max_new: usize) {
-    assert_encrypted_matches_plaintext_on(f, prompt, max_new, start_miner(f));
-    let no_work_ahead = start_miner_with(f, ServeConfig::on_request());
-    assert_encrypted_matches_plaintext_on(f, prompt, max_new, no_work_ahead);
+    let miner = Arc::new(MinerModel::prepare(&f.model, f.identity.clone(), |_, _| {}).unwrap());
+    for config in [ServeConfig::default(), ServeConfig::on_request()] {
+        let address = spawn_server("127.0.0.1:0", Arc::clone(&miner), config).unwrap();
+        assert_encrypted_matches_plaintext_on(f, prompt, max_new, address);
+    }
 }
 
 fn assert_encrypted_matches_plaintext_on(
