@@ -4,6 +4,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
 
 use based_model::LlamaConfig;
 use based_model::testutil::write_random_gguf;
@@ -28,8 +29,14 @@ struct MinerProcess {
 
 impl MinerProcess {
     fn start(model: &Path) -> MinerProcess {
+        Self::start_with(model, &[])
+    }
+
+    fn start_with(model: &Path, options: &[&str]) -> MinerProcess {
         let mut child = based()
-            .args(["miner", "serve", "--listen", "127.0.0.1:0", "--model"])
+            .args(["miner", "serve", "--listen", "127.0.0.1:0"])
+            .args(options)
+            .arg("--model")
             .arg(model)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -100,24 +107,9 @@ fn an_interactive_encrypted_chat_matches_the_plaintext_model_turn_after_turn() {
     let dir = tempfile::tempdir().unwrap();
     let model = tiny_model(dir.path(), "tiny.gguf", 9);
     let miner = MinerProcess::start(&model);
-    let conversation = |how: &[&str]| -> Output {
-        let mut child = based()
-            .arg("chat")
-            .args(how)
-            .args(["-n", "6", "--model"])
-            .arg(&model)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run based chat");
-        let mut stdin = child.stdin.take().expect("piped stdin");
-        std::io::Write::write_all(&mut stdin, b"first question\n\nand a second one\n").unwrap();
-        drop(stdin);
-        child.wait_with_output().expect("wait for based chat")
-    };
-    let encrypted = conversation(&["--miner", &miner.address]);
-    let plain = conversation(&["--plain"]);
+    let conversation = |how: &[&str], pause| conversation(&model, how, pause);
+    let encrypted = conversation(&["--miner", &miner.address], Duration::ZERO);
+    let plain = conversation(&["--plain"], Duration::ZERO);
     assert!(encrypted.status.success(), "{}", String::from_utf8_lossy(&encrypted.stderr));
     assert!(plain.status.success(), "{}", String::from_utf8_lossy(&plain.stderr));
     assert_eq!(encrypted.stdout, plain.stdout);
@@ -129,6 +121,58 @@ fn an_interactive_encrypted_chat_matches_the_plaintext_model_turn_after_turn() {
     assert_eq!(turns(&encrypted, "[encrypted: "), 2);
     let report = String::from_utf8_lossy(&encrypted.stderr);
     assert!(report.contains("tokens precomputed") && report.contains("[session: "), "{report}");
+}
+
+/// Two messages (and an empty line, skipped) to an interactive `based chat`, the second sent
+/// `pause` after the first reply's summary line.
+fn conversation(model: &Path, how: &[&str], pause: Duration) -> Output {
+    let mut child = based()
+        .arg("chat")
+        .args(how)
+        .args(["-n", "6", "--model"])
+        .arg(model)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run based chat");
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    let mut stdout = child.stdout.take().expect("piped stdout");
+    let printed = std::thread::spawn(move || {
+        let mut text = Vec::new();
+        std::io::Read::read_to_end(&mut stdout, &mut text).map(|_| text)
+    });
+    std::io::Write::write_all(&mut stdin, b"first question\n\n").unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().expect("piped stderr"));
+    let mut report = String::new();
+    while !report.lines().any(|line| line.starts_with('[')) {
+        if stderr.read_line(&mut report).unwrap() == 0 {
+            break; // ended early: the assertions will show why
+        }
+    }
+    std::thread::sleep(pause);
+    // The chat may already have failed and closed its stdin.
+    let _ = std::io::Write::write_all(&mut stdin, b"and a second one\n");
+    drop(stdin);
+    std::io::Read::read_to_string(&mut stderr, &mut report).unwrap();
+    let status = child.wait().expect("wait for based chat");
+    let stdout = printed.join().unwrap().unwrap();
+    Output { status, stdout, stderr: report.into_bytes() }
+}
+
+/// A miner that closes an idle session does not end the conversation: the client starts a new
+/// session (fresh keys) and the reply is the same as if nothing had happened.
+#[test]
+fn a_chat_outlives_the_miner_closing_its_idle_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path(), "tiny.gguf", 19);
+    let miner = MinerProcess::start_with(&model, &["--idle-timeout-s", "1"]);
+    let encrypted = conversation(&model, &["--miner", &miner.address], Duration::from_secs(3));
+    let report = String::from_utf8_lossy(&encrypted.stderr);
+    assert!(encrypted.status.success(), "{report}");
+    assert!(report.contains("session lost; starting a new one"), "{report}");
+    let plain = conversation(&model, &["--plain"], Duration::ZERO);
+    assert_eq!(encrypted.stdout, plain.stdout);
 }
 
 /// The system turn is computed (through the miner) once, saved on the client, and resumed by

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use based_model::{ChatTokenizer, Generator, LinearBackend, PlainBackend};
-use based_zkllm::{EncryptedBackend, MinerModel, ServeConfig};
+use based_model::{BackendError, ChatTokenizer, Generator, LinearBackend, PlainBackend, Stage};
+use based_zkllm::{EncryptedBackend, MinerModel, ServeConfig, TrafficStats, ZkError};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -59,10 +59,7 @@ pub fn run(args: ChatArgs) -> Result<()> {
             bail!("say where the miner is (--miner HOST:PORT), or use --local or --plain")
         }
     };
-    let mut backend = EncryptedBackend::connect(&address, &model.squeezed, &model.identity)
-        .with_context(|| {
-            format!("cannot start an encrypted session with the miner at {address}")
-        })?;
+    let mut backend = Reconnecting::connect(address, &model)?;
     // The miner works ahead while the user types: each turn says how far it got.
     converse(&model, &args, &mut backend, "encrypted", |backend| {
         Ok(format!("; the miner had {} tokens precomputed", backend.tokens_ahead()?))
@@ -76,6 +73,69 @@ pub fn run(args: ChatArgs) -> Result<()> {
         stats.client_crypto.as_secs_f64(),
     );
     Ok(())
+}
+
+/// An encrypted session that outlives the miner closing it (an idle timeout, a restart): the
+/// conversation's state is the client's own, so a new session with fresh keys takes over where
+/// the old one stopped, and the request that failed is sent again on it. A miner that refuses a
+/// request (rather than losing the session) still ends the chat with its reason.
+struct Reconnecting<'m> {
+    address: String,
+    model: &'m LoadedModel,
+    session: EncryptedBackend,
+    /// What the sessions before this one cost.
+    earlier: TrafficStats,
+}
+
+impl<'m> Reconnecting<'m> {
+    fn connect(address: String, model: &'m LoadedModel) -> Result<Self> {
+        let session = Self::open(&address, model)?;
+        Ok(Self { address, model, session, earlier: TrafficStats::default() })
+    }
+
+    fn open(address: &str, model: &LoadedModel) -> Result<EncryptedBackend> {
+        EncryptedBackend::connect(address, &model.squeezed, &model.identity).with_context(|| {
+            format!("cannot start an encrypted session with the miner at {address}")
+        })
+    }
+
+    /// `request` on the session, or, if the session is lost, once more on a new one.
+    fn retrying<T>(
+        &mut self,
+        request: impl Fn(&mut EncryptedBackend) -> Result<T, ZkError>,
+    ) -> Result<T> {
+        match request(&mut self.session) {
+            Err(error) if error.is_lost_session() => {
+                tracing::warn!(%error, miner = %self.address, "session lost; starting a new one");
+                let fresh = Self::open(&self.address, self.model)?;
+                self.earlier += std::mem::replace(&mut self.session, fresh).stats;
+                Ok(request(&mut self.session)?)
+            }
+            result => Ok(result?),
+        }
+    }
+
+    fn tokens_ahead(&mut self) -> Result<u32> {
+        self.retrying(EncryptedBackend::tokens_ahead)
+    }
+
+    fn close(self) -> Result<TrafficStats> {
+        let mut stats = self.earlier;
+        stats += self.session.close()?;
+        Ok(stats)
+    }
+}
+
+impl LinearBackend for Reconnecting<'_> {
+    fn products(
+        &mut self,
+        layer: usize,
+        stage: Stage,
+        codes: &[Vec<i8>],
+    ) -> Result<Vec<Vec<i64>>, BackendError> {
+        self.retrying(|session| session.exchange(layer, stage, codes))
+            .map_err(|error| BackendError::new(format!("{error:#}")))
+    }
 }
 
 /// The conversation: the prompt argument as one turn, or one turn per line of stdin. Each turn

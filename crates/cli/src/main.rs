@@ -164,8 +164,11 @@ enum MinerCommand {
 }
 
 fn main() {
-    exit_quietly_on_a_closed_pipe();
     let cli = Cli::parse();
+    // Servers keep their default: a log pipe that closes must not stop a node or a miner.
+    if !matches!(cli.command, Command::Node(_) | Command::Devnet(_) | Command::Miner(_)) {
+        exit_quietly_on_a_closed_pipe();
+    }
     init_logging(cli.verbose, cli.log_format);
     if let Err(error) = run(cli.command) {
         eprintln!("error: {error:#}");
@@ -175,12 +178,13 @@ fn main() {
 
 /// `based query head | head -3` should stop like any Unix tool when its reader goes away. Rust
 /// ignores SIGPIPE, so every print to a closed pipe would panic ("failed printing to stdout");
-/// the default action ends the process quietly instead.
+/// the default action ends the process quietly instead. Sockets are not concerned: std sends
+/// with MSG_NOSIGNAL.
 #[cfg(unix)]
 #[allow(unsafe_code)] // std has no safe way to restore a signal's default action.
 fn exit_quietly_on_a_closed_pipe() {
-    // SAFETY: installs the default disposition, no handler code runs; called before any thread
-    // starts.
+    // SAFETY: installs the default disposition, no handler code runs; called before the
+    // command starts any thread.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }

@@ -18,7 +18,7 @@ use rayon::prelude::*;
 
 use crate::error::ZkError;
 use crate::masks::upload_mask_seeds;
-use crate::wire::{self, Message, PROTOCOL_VERSION, PlanChoice};
+use crate::wire::{self, Message, PROTOCOL_VERSION, PlanChoice, WireError};
 use crate::{
     ModelIdentity, STAGES, max_product, params_summary, plan_from_choice, stage_index, stage_params,
 };
@@ -36,6 +36,29 @@ pub struct TrafficStats {
     pub client_crypto: Duration,
     /// Time from sending a request to having its answer: network plus the miner's work.
     pub waiting: Duration,
+}
+
+impl std::ops::AddAssign for TrafficStats {
+    fn add_assign(&mut self, other: Self) {
+        self.rounds += other.rounds;
+        self.bytes_up += other.bytes_up;
+        self.bytes_down += other.bytes_down;
+        self.key_bytes += other.key_bytes;
+        self.client_crypto += other.client_crypto;
+        self.waiting += other.waiting;
+    }
+}
+
+impl ZkError {
+    /// The session is gone (the miner closed it, or the connection broke), not refused: a new
+    /// session can take over, since the conversation's state is the client's own.
+    pub fn is_lost_session(&self) -> bool {
+        match self {
+            ZkError::Io(_) | ZkError::Wire(WireError::Closed | WireError::Io(_)) => true,
+            ZkError::Remote(message) => *message == WireError::Idle.to_string(),
+            _ => false,
+        }
+    }
 }
 
 /// The per-stage facts the client needs: the miner's plan, the session's secret under the
@@ -146,7 +169,8 @@ impl EncryptedBackend {
         Ok(self.stats)
     }
 
-    fn exchange(
+    /// [`LinearBackend::products`] with the protocol's own error type.
+    pub fn exchange(
         &mut self,
         layer: usize,
         stage: Stage,
