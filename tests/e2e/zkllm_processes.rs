@@ -166,8 +166,8 @@ fn conversation(model: &Path, how: &[&str], pause: Duration) -> Output {
 fn a_chat_outlives_the_miner_closing_its_idle_session() {
     let dir = tempfile::tempdir().unwrap();
     let model = tiny_model(dir.path(), "tiny.gguf", 19);
-    let miner = MinerProcess::start_with(&model, &["--idle-timeout-s", "1"]);
-    let encrypted = conversation(&model, &["--miner", &miner.address], Duration::from_secs(3));
+    let miner = MinerProcess::start_with(&model, &["--idle-timeout-s", "2"]);
+    let encrypted = conversation(&model, &["--miner", &miner.address], Duration::from_secs(4));
     let report = String::from_utf8_lossy(&encrypted.stderr);
     assert!(encrypted.status.success(), "{report}");
     assert!(report.contains("session lost; starting a new one"), "{report}");

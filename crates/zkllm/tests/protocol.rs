@@ -65,11 +65,20 @@ fn generate(
         .unwrap()
 }
 
-/// Token and logit identity, against a miner that works ahead and one that does not (the same
-/// encoded model behind both).
-fn assert_encrypted_matches_plaintext(f: &Fixture, prompt: &str, max_new: usize) {
+/// A miner that works ahead (its answers mix precomputed and full products) and one that
+/// does not.
+const BOTH_MINERS: [fn() -> ServeConfig; 2] = [ServeConfig::default, ServeConfig::on_request];
+
+/// Token and logit identity against miners of these configurations (the same encoded model
+/// behind all).
+fn assert_encrypted_matches_plaintext(
+    f: &Fixture,
+    prompt: &str,
+    max_new: usize,
+    configs: &[fn() -> ServeConfig],
+) {
     let miner = Arc::new(MinerModel::prepare(&f.model, f.identity.clone(), |_, _| {}).unwrap());
-    for config in [ServeConfig::default(), ServeConfig::on_request()] {
+    for config in configs.iter().map(|config| config()) {
         let address = spawn_server("127.0.0.1:0", Arc::clone(&miner), config).unwrap();
         assert_encrypted_matches_plaintext_on(f, prompt, max_new, address);
     }
@@ -106,7 +115,7 @@ fn assert_encrypted_matches_plaintext_on(
 
 #[test]
 fn encrypted_generation_is_token_identical_on_a_tiny_gguf_model() {
-    assert_encrypted_matches_plaintext(&tiny_gguf(11), "hello world", 16);
+    assert_encrypted_matches_plaintext(&tiny_gguf(11), "hello world", 16, &BOTH_MINERS);
 }
 
 #[test]
@@ -114,10 +123,11 @@ fn encrypted_generation_is_token_identical_on_a_tiny_hugging_face_model() {
     let dir = tempfile::tempdir().unwrap();
     write_random_hf_dir(dir.path(), &LlamaConfig::tiny(), 13).unwrap();
     let path = dir.path().to_path_buf();
-    assert_encrypted_matches_plaintext(&fixture(&path, dir), "numbers 12345", 16);
+    assert_encrypted_matches_plaintext(&fixture(&path, dir), "numbers 12345", 16, &BOTH_MINERS);
 }
 
-/// The real published model, when CI has fetched it (`based model fetch smollm2-135m`).
+/// The real published model, when CI has fetched it (`based model fetch smollm2-135m`), against
+/// the default miner only (the tiny models cover both; each SmolLM2 run costs minutes here).
 #[test]
 fn encrypted_generation_is_token_identical_on_smollm2() {
     let Some(path) = std::env::var_os("BASED_MODEL_GGUF") else {
@@ -125,7 +135,8 @@ fn encrypted_generation_is_token_identical_on_smollm2() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    assert_encrypted_matches_plaintext(&fixture(Path::new(&path), dir), "What is 2+2?", 3);
+    let f = fixture(Path::new(&path), dir);
+    assert_encrypted_matches_plaintext(&f, "What is 2+2?", 3, &[ServeConfig::default]);
 }
 
 /// A chat that pauses lets the miner get ahead: the next tokens are answered from precomputed
@@ -283,9 +294,13 @@ fn an_idle_session_is_closed_and_the_miner_keeps_serving() {
     let config = ServeConfig { idle_timeout: Duration::from_millis(300), ..ServeConfig::default() };
     let miner = start_miner_with(&f, config);
     let hello = Message::Hello { version: PROTOCOL_VERSION, model_hash: f.identity.hash };
-    let mut stream = TcpStream::connect(miner).unwrap();
-    wire::write_message(&mut stream, &hello).unwrap();
-    assert!(matches!(wire::read_message(&mut stream).unwrap().0, Message::Welcome { .. }));
+    let welcomed = || {
+        let mut stream = TcpStream::connect(miner).unwrap();
+        wire::write_message(&mut stream, &hello).unwrap();
+        assert!(matches!(wire::read_message(&mut stream).unwrap().0, Message::Welcome { .. }));
+        stream
+    };
+    let mut stream = welcomed();
     // Nothing more is sent: the miner gives up on the session.
     let (answer, _) = wire::read_message(&mut stream).unwrap();
     assert!(
@@ -293,7 +308,9 @@ fn an_idle_session_is_closed_and_the_miner_keeps_serving() {
         "{answer:?}"
     );
     assert!(matches!(wire::read_message(&mut stream), Err(wire::WireError::Closed)));
-    assert_encrypted_session_works(&f, miner);
+    // Still serving. (Not a whole encrypted session: making its keys may take longer than
+    // this miner's 300 ms of patience on a loaded machine.)
+    welcomed();
 }
 
 fn assert_encrypted_session_works(f: &Fixture, miner: SocketAddr) {
