@@ -51,12 +51,14 @@ struct State {
     /// What this session's shares hold (also counted in `budget.used`).
     bytes: usize,
     budget: Budget,
+    context_tokens: u64,
     closed: bool,
 }
 
 impl State {
     /// The stage with the fewest shares ready (the earliest in a forward pass among equals),
-    /// and the mask index to compute for it; None once the budget is spent.
+    /// and the mask index to compute for it; None once the budget is spent, or once the shares
+    /// reach the model's context length (a conversation uses one upload per stage and token).
     fn next_job(&self) -> Option<(usize, u64)> {
         let budget = &self.budget;
         if self.bytes >= budget.session_bytes
@@ -65,7 +67,8 @@ impl State {
             return None;
         }
         let stage = (0..self.ready.len()).min_by_key(|&s| self.ready[s].len())?;
-        Some((stage, self.next[stage] + self.ready[stage].len() as u64))
+        let index = self.next[stage] + self.ready[stage].len() as u64;
+        (index < self.context_tokens).then_some((stage, index))
     }
 }
 
@@ -87,6 +90,7 @@ impl Ahead {
                 ready: (0..stages).map(|_| VecDeque::new()).collect(),
                 bytes: 0,
                 budget,
+                context_tokens: model.context_tokens() as u64,
                 closed: false,
             }),
             changed: Condvar::new(),

@@ -70,6 +70,8 @@ pub struct MinerWork {
 pub struct MinerModel {
     identity: ModelIdentity,
     layers: Vec<Vec<EncodedStage>>,
+    /// The model's context length: the most uploads per stage one conversation can use.
+    context_tokens: usize,
 }
 
 struct EncodedStage {
@@ -110,7 +112,7 @@ impl MinerModel {
                     .collect::<Result<Vec<_>, ZkError>>()
             })
             .collect::<Result<Vec<_>, ZkError>>()?;
-        Ok(Self { identity, layers })
+        Ok(Self { identity, layers, context_tokens: model.config.max_seq_len })
     }
 
     /// The ciphertext operations one generated token costs the miner, over all stages.
@@ -144,6 +146,10 @@ impl MinerModel {
 
     pub fn n_layers(&self) -> usize {
         self.layers.len()
+    }
+
+    pub fn context_tokens(&self) -> usize {
+        self.context_tokens
     }
 
     /// Stage `index` of the model, counting layer by layer in `STAGES` order.
