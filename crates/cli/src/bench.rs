@@ -208,7 +208,7 @@ fn bench_zkllm(args: &ZkllmBenchArgs) -> Result<String> {
             after_prefill = c.stats;
             Ok(())
         })?;
-    let decode_stats = difference(client.stats, after_prefill);
+    let decode_stats = client.stats - after_prefill;
     client.close()?;
     let enc_decode = per_second(n, enc_elapsed);
 
@@ -503,17 +503,6 @@ fn candle_row(model: &str, prompt: &[u32], count: usize, ours: &[u32]) -> Result
 #[cfg(not(feature = "peer-candle"))]
 fn candle_row(_: &str, _: &[u32], _: usize, _: &[u32]) -> Result<String> {
     Ok("not measured: build with `--features peer-candle`".into())
-}
-
-fn difference(after: TrafficStats, before: TrafficStats) -> TrafficStats {
-    TrafficStats {
-        rounds: after.rounds - before.rounds,
-        bytes_up: after.bytes_up - before.bytes_up,
-        bytes_down: after.bytes_down - before.bytes_down,
-        key_bytes: after.key_bytes - before.key_bytes,
-        client_crypto: after.client_crypto - before.client_crypto,
-        waiting: after.waiting - before.waiting,
-    }
 }
 
 fn linear_weights(model: &LoadedModel) -> usize {

@@ -49,6 +49,22 @@ impl std::ops::AddAssign for TrafficStats {
     }
 }
 
+/// What was spent between two snapshots of one session's stats.
+impl std::ops::Sub for TrafficStats {
+    type Output = Self;
+
+    fn sub(self, earlier: Self) -> Self {
+        Self {
+            rounds: self.rounds - earlier.rounds,
+            bytes_up: self.bytes_up - earlier.bytes_up,
+            bytes_down: self.bytes_down - earlier.bytes_down,
+            key_bytes: self.key_bytes - earlier.key_bytes,
+            client_crypto: self.client_crypto - earlier.client_crypto,
+            waiting: self.waiting - earlier.waiting,
+        }
+    }
+}
+
 impl ZkError {
     /// The session is gone (the miner closed it, or the connection broke), not refused: a new
     /// session can take over, since the conversation's state is the client's own.
