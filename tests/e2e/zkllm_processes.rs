@@ -9,7 +9,7 @@ use std::time::Duration;
 use based_model::LlamaConfig;
 use based_model::testutil::write_random_gguf;
 
-/// `based`, with its caches (saved chat states) in [`based_home`].
+/// `based`, with its caches (saved chat states, miner plans) in [`based_home`].
 fn based() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_based"));
     command.env("RUST_LOG", "warn").env("BASED_HOME", based_home());
@@ -209,6 +209,54 @@ fn a_saved_system_turn_is_resumed_and_a_damaged_one_recomputed() {
         "{report}"
     );
     assert_eq!(third, first);
+}
+
+#[test]
+fn a_miner_restart_reuses_its_saved_plans_and_a_damaged_record_is_chosen_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path(), "tiny.gguf", 23);
+    // The miner's log once it listens: stopped there, so its preparation is all it holds.
+    let start_log = || {
+        let mut child = based()
+            .env("RUST_LOG", "info")
+            .args(["miner", "serve", "--listen", "127.0.0.1:0", "--model"])
+            .arg(&model)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the miner");
+        let mut first_line = String::new();
+        BufReader::new(child.stdout.take().expect("piped stdout"))
+            .read_line(&mut first_line)
+            .expect("read the miner's address");
+        assert!(first_line.starts_with("listening on "), "{first_line:?}");
+        child.kill().unwrap();
+        let output = child.wait_with_output().unwrap();
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    let first = start_log();
+    assert!(first.contains("plans chosen and saved to"), "{first}");
+    let second = start_log();
+    assert!(second.contains("plans reused from"), "{second}");
+
+    let plans = based_home().join("miner-plans");
+    for entry in std::fs::read_dir(&plans).unwrap() {
+        let path = entry.unwrap().path();
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes.truncate(bytes.len() - 3);
+        std::fs::write(&path, bytes).unwrap();
+    }
+    let third = start_log();
+    assert!(
+        third.contains("choosing the plans again") && third.contains("plans chosen and saved"),
+        "{third}"
+    );
+    // The rewritten record serves an exact chat.
+    let miner = MinerProcess::start(&model);
+    let encrypted = chat(&model, &["--miner", &miner.address], "hello");
+    assert!(encrypted.status.success(), "{}", String::from_utf8_lossy(&encrypted.stderr));
+    let plain = chat(&model, &["--plain"], "hello");
+    assert_eq!(encrypted.stdout, plain.stdout);
 }
 
 /// Reads N from the summary line `[mode: N tokens in ...]` that `based chat` prints last.

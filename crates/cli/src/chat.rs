@@ -51,7 +51,7 @@ pub fn run(args: ChatArgs) -> Result<()> {
     let address = match (&args.miner, args.local) {
         (Some(address), _) => address.clone(),
         (None, true) => {
-            let miner = prepare_miner(&model)?;
+            let miner = prepare_miner(&model, true)?;
             based_zkllm::spawn_server("127.0.0.1:0", Arc::new(miner), ServeConfig::default())?
                 .to_string()
         }
@@ -253,7 +253,7 @@ fn start_conversation<'m>(
     );
     if !args.no_saved_state {
         // A cache: failing to write it costs the next chat time, not this one its reply.
-        match save_state(&path, &generator.saved_state(&system)?) {
+        match write_whole(&path, &generator.saved_state(&system)?) {
             Ok(()) => how.push_str(" and saved"),
             Err(error) => {
                 tracing::warn!(path = %path.display(), %error, "cannot save the chat state")
@@ -274,10 +274,10 @@ fn saved_state_path(model: &LoadedModel, system: &[u32]) -> std::path::PathBuf {
 }
 
 /// Written whole or not at all: to a temporary name, then renamed.
-fn save_state(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().context("a saved state path has a folder")?;
+fn write_whole(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().context("a cache file's path has a folder")?;
     std::fs::create_dir_all(dir)?;
-    // Another chat may be saving the same state right now: each writes its own file.
+    // Another process may be saving the same file right now: each writes its own.
     let partial = path.with_extension(format!("partial-{}", std::process::id()));
     std::fs::write(&partial, bytes)?;
     std::fs::rename(&partial, path)?;
@@ -351,30 +351,77 @@ fn reply(
     })
 }
 
-pub fn prepare_miner(model: &LoadedModel) -> Result<MinerModel> {
+/// Encodes the model's weights for the ciphertext products. With `reuse_saved_plans`, the
+/// plans saved by an earlier preparation of the same model (`$BASED_HOME/miner-plans`) are
+/// taken instead of choosing them again, which is most of the time; a missing, stale or
+/// damaged record falls back to choosing. Chosen plans are saved for the next start.
+pub fn prepare_miner(model: &LoadedModel, reuse_saved_plans: bool) -> Result<MinerModel> {
     let bar = ProgressBar::new(0);
     bar.set_style(
         ProgressStyle::with_template("encoding weights [{bar:30}] {pos}/{len} matrices")
             .expect("static template")
             .progress_chars("=> "),
     );
-    let started = Instant::now();
-    let miner = MinerModel::prepare(&model.squeezed, model.identity.clone(), |done, total| {
+    let on_matrix = |done, total| {
         bar.set_length(total as u64);
         bar.set_position(done as u64);
-    })?;
+    };
+    let started = Instant::now();
+    let path = saved_plans_path(model);
+    let reused = if reuse_saved_plans {
+        match std::fs::read(&path) {
+            Ok(record) => match MinerModel::prepare_with_plan_record(
+                &model.squeezed,
+                model.identity.clone(),
+                &record,
+                on_matrix,
+            ) {
+                Ok(miner) => Some(miner),
+                Err(error) => {
+                    tracing::warn!(path = %path.display(), %error, "choosing the plans again");
+                    None
+                }
+            },
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
+            Err(error) => {
+                tracing::warn!(path = %path.display(), %error, "cannot read the saved plans");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let how = if reused.is_some() { "plans reused from" } else { "plans chosen and saved to" };
+    let miner = match reused {
+        Some(miner) => miner,
+        None => {
+            let miner = MinerModel::prepare(&model.squeezed, model.identity.clone(), on_matrix)?;
+            // A cache: failing to write it costs the next start time, not this one.
+            if let Err(error) = write_whole(&path, &miner.plan_record()) {
+                tracing::warn!(path = %path.display(), %error, "cannot save the plans");
+            }
+            miner
+        }
+    };
     bar.finish_and_clear();
     tracing::info!(
         encoded_mb = miner.encoded_bytes() / 1_000_000,
         elapsed_ms = started.elapsed().as_millis() as u64,
-        "weights encoded for ciphertext products"
+        "weights encoded for ciphertext products ({how} {})",
+        path.display()
     );
     Ok(miner)
 }
 
+/// `$BASED_HOME/miner-plans/<model hash>.plans`.
+fn saved_plans_path(model: &LoadedModel) -> std::path::PathBuf {
+    let model_hash = based_zkllm::hex(&model.identity.hash[..8]);
+    crate::fetch::cache_home().join("miner-plans").join(format!("{model_hash}.plans"))
+}
+
 pub fn serve_miner(model: &str, listen: &str, config: ServeConfig) -> Result<()> {
     let model = loaded::load(model)?;
-    let miner = prepare_miner(&model)?;
+    let miner = prepare_miner(&model, true)?;
     let tokens_ahead = config.precompute_bytes / miner.precomputed_bytes_per_token().max(1);
     let listener = std::net::TcpListener::bind(listen)
         .with_context(|| format!("cannot listen on {listen}"))?;

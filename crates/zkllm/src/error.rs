@@ -43,6 +43,8 @@ pub enum ZkError {
          seed gives"
     )]
     MaskMismatch { layer: u32, stage: Stage, index: u64 },
+    #[error("saved plans refused: the record {0}")]
+    SavedPlans(String),
     #[error("the miner reported an error: {0}")]
     Remote(String),
 }

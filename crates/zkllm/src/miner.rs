@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use based_model::{SqueezedModel, Stage};
+use based_model::{QuantMatrix, SqueezedModel, Stage};
 use based_rlwe::{
     GaloisKeys, Params, RhombusKeys, RhombusMatrix, RhombusPlan, RhombusPrecomputed, RhombusResult,
     RhombusUpload,
@@ -21,7 +21,9 @@ use crate::ahead::{Ahead, Budget};
 use crate::error::ZkError;
 use crate::masks::{MAX_UPLOAD_INDEX, upload_mask_seeds};
 use crate::wire::{self, CiphertextBatch, Message, PROTOCOL_VERSION, PlanChoice, WireError};
-use crate::{ModelIdentity, STAGES, params_summary, plan_choice, stage_index, stage_params};
+use crate::{
+    ModelIdentity, STAGES, params_summary, plan_choice, plan_from_choice, stage_index, stage_params,
+};
 
 /// How a miner serves its sessions.
 #[derive(Clone, Copy, Debug)]
@@ -80,12 +82,50 @@ struct EncodedStage {
 }
 
 impl MinerModel {
-    /// Encodes every linear stage of `model`, layers in parallel; `on_matrix` is told after
-    /// each matrix (for a progress bar), with the number done and the total.
+    /// Encodes every linear stage of `model`, layers in parallel, each with the plan its own
+    /// weights allow (choosing plans is most of the time: about 20 s for SmolLM2-135M on two
+    /// cores); `on_matrix` is told after each matrix (for a progress bar), with the number
+    /// done and the total.
     pub fn prepare(
         model: &SqueezedModel,
         identity: ModelIdentity,
         on_matrix: impl Fn(usize, usize) + Sync,
+    ) -> Result<Self, ZkError> {
+        Self::encode_stages(model, identity, on_matrix, |_, params, weights| {
+            Ok(RhombusPlan::choose(params, weights.cols, weights.rows, &weights.weights)?)
+        })
+    }
+
+    /// [`Self::prepare`] with the plans of an earlier preparation of the same model
+    /// ([`Self::plan_record`]'s bytes) instead of choosing them again. A record of another
+    /// model or protocol version, or a damaged one, is refused; every plan it gives is still
+    /// checked against these weights' noise margin when its matrix is encoded, so a record
+    /// can make the miner slower but never make a product decrypt wrongly.
+    pub fn prepare_with_plan_record(
+        model: &SqueezedModel,
+        identity: ModelIdentity,
+        record: &[u8],
+        on_matrix: impl Fn(usize, usize) + Sync,
+    ) -> Result<Self, ZkError> {
+        let plans = parse_plan_record(record, &identity, model.n_layers())?;
+        Self::encode_stages(model, identity, on_matrix, |index, params, weights| {
+            plan_from_choice(params, weights, plans[index])
+        })
+    }
+
+    /// The plans of every stage as bytes, for [`Self::prepare_with_plan_record`]: the Welcome
+    /// message this miner sends to each client.
+    pub fn plan_record(&self) -> Vec<u8> {
+        let mut record = Vec::new();
+        wire::write_message(&mut record, &self.welcome()).expect("a Welcome fits in a frame");
+        record
+    }
+
+    fn encode_stages(
+        model: &SqueezedModel,
+        identity: ModelIdentity,
+        on_matrix: impl Fn(usize, usize) + Sync,
+        plan_for: impl Fn(usize, &Params, &QuantMatrix) -> Result<RhombusPlan, ZkError> + Sync,
     ) -> Result<Self, ZkError> {
         let total = model.n_layers() * STAGES.len();
         let done = AtomicUsize::new(0);
@@ -99,12 +139,8 @@ impl MinerModel {
                     .map(|&stage| {
                         let weights = model.matrix(layer, stage);
                         let params = stage_params(weights)?;
-                        let plan = RhombusPlan::choose(
-                            &params,
-                            weights.cols,
-                            weights.rows,
-                            &weights.weights,
-                        )?;
+                        let plan =
+                            plan_for(layer * STAGES.len() + stage_index(stage), &params, weights)?;
                         let matrix = RhombusMatrix::encode(&params, &plan, &weights.weights)?;
                         on_matrix(done.fetch_add(1, Ordering::Relaxed) + 1, total);
                         Ok(EncodedStage { params, matrix })
@@ -113,6 +149,17 @@ impl MinerModel {
             })
             .collect::<Result<Vec<_>, ZkError>>()?;
         Ok(Self { identity, layers, context_tokens: model.config.max_seq_len })
+    }
+
+    fn welcome(&self) -> Message {
+        Message::Welcome {
+            version: PROTOCOL_VERSION,
+            model_hash: self.identity.hash,
+            model_name: self.identity.name.clone(),
+            layers: self.layers.len() as u32,
+            params: params_summary(self.shared_params()),
+            plans: self.plan_choices(),
+        }
     }
 
     /// The ciphertext operations one generated token costs the miner, over all stages.
@@ -344,17 +391,7 @@ fn run_session(
             expected: format!("sha256 {}", &crate::hex(&model_hash)[..16]),
         });
     }
-    stats.bytes_out += wire::write_message(
-        writer,
-        &Message::Welcome {
-            version: PROTOCOL_VERSION,
-            model_hash: model.identity.hash,
-            model_name: model.identity.name.clone(),
-            layers: model.layers.len() as u32,
-            params: params_summary(model.shared_params()),
-            plans: model.plan_choices(),
-        },
-    )?;
+    stats.bytes_out += wire::write_message(writer, &model.welcome())?;
     let (keys, n) = wire::read_message(reader)?;
     stats.bytes_in += n;
     let (keys, mask_seed) = match keys {
@@ -408,4 +445,38 @@ fn run_session(
             }
         }
     }
+}
+
+/// The plans of [`MinerModel::plan_record`], checked to be this protocol's, for this model and
+/// for all of its stages.
+fn parse_plan_record(
+    record: &[u8],
+    identity: &ModelIdentity,
+    layers: usize,
+) -> Result<Vec<PlanChoice>, ZkError> {
+    let mut rest = record;
+    let (message, _) = wire::read_message(&mut rest)?;
+    let Message::Welcome { version, model_hash, plans, .. } = message else {
+        return Err(ZkError::SavedPlans(format!("holds a {} message", message.kind())));
+    };
+    if version != PROTOCOL_VERSION {
+        return Err(ZkError::SavedPlans(format!(
+            "made for protocol version {version} (this miner speaks {PROTOCOL_VERSION})"
+        )));
+    }
+    if model_hash != identity.hash {
+        return Err(ZkError::SavedPlans(format!(
+            "made for model sha256 {}, not {identity}",
+            &crate::hex(&model_hash)[..16]
+        )));
+    }
+    let expected = layers * STAGES.len();
+    if plans.len() != expected || !rest.is_empty() {
+        return Err(ZkError::SavedPlans(format!(
+            "{} plans and {} bytes after them, for a model of {expected} stages",
+            plans.len(),
+            rest.len()
+        )));
+    }
+    Ok(plans)
 }

@@ -277,6 +277,47 @@ fn error_text(answers: &[Message]) -> String {
 }
 
 #[test]
+fn saved_plans_are_reused_and_bad_records_are_refused() {
+    let f = tiny_gguf(21);
+    let chosen = MinerModel::prepare(&f.model, f.identity.clone(), |_, _| {}).unwrap();
+    let record = chosen.plan_record();
+    let prepare = |record: &[u8], identity: &ModelIdentity| {
+        MinerModel::prepare_with_plan_record(&f.model, identity.clone(), record, |_, _| {})
+    };
+    let reused = prepare(&record, &f.identity).unwrap();
+    assert_eq!(reused.plan_choices(), chosen.plan_choices());
+    let miner = spawn_server("127.0.0.1:0", Arc::new(reused), ServeConfig::default()).unwrap();
+    assert_encrypted_session_works(&f, miner);
+
+    let refusal = |record: &[u8], identity: &ModelIdentity| match prepare(record, identity) {
+        Ok(_) => panic!("a bad plan record was accepted"),
+        Err(error) => error.to_string(),
+    };
+    let other = tiny_gguf(22);
+    assert!(refusal(&record, &other.identity).contains("made for model sha256"));
+    assert!(refusal(&record[..record.len() - 1], &f.identity).contains("truncated"));
+    let mut longer = record.clone();
+    longer.push(0);
+    assert!(refusal(&longer, &f.identity).contains("1 bytes after them"));
+    // A plan that decodes but does not fit these weights (its key switches' digits far too
+    // wide for the noise budget) is refused when its matrix is encoded.
+    let (Message::Welcome { version, model_hash, model_name, layers, params, mut plans }, _) =
+        wire::read_message(&mut record.as_slice()).unwrap()
+    else {
+        panic!("a plan record is a Welcome");
+    };
+    plans[0].tree_digit_bits = 27;
+    let mut tampered = Vec::new();
+    let welcome = Message::Welcome { version, model_hash, model_name, layers, params, plans };
+    wire::write_message(&mut tampered, &welcome).unwrap();
+    assert!(
+        refusal(&tampered, &f.identity).contains("noise"),
+        "{}",
+        refusal(&tampered, &f.identity)
+    );
+}
+
+#[test]
 fn a_wrong_protocol_version_gets_a_clear_error_and_the_miner_keeps_serving() {
     let f = tiny_gguf(31);
     let miner = start_miner(&f);
