@@ -33,26 +33,32 @@ impl MinerProcess {
     }
 
     fn start_with(model: &Path, options: &[&str]) -> MinerProcess {
-        let mut child = based()
-            .args(["miner", "serve", "--listen", "127.0.0.1:0"])
-            .args(options)
-            .arg("--model")
-            .arg(model)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start the miner");
-        let mut first_line = String::new();
-        BufReader::new(child.stdout.take().expect("piped stdout"))
-            .read_line(&mut first_line)
-            .expect("read the miner's address");
-        let address = first_line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line from the miner: {first_line:?}"))
-            .to_string();
+        let (child, address) = spawn_miner(model, options, None);
         MinerProcess { child, address }
     }
+}
+
+/// A miner process and the address it listens on; with `log`, its log at that level is piped
+/// to stderr for the test to read.
+fn spawn_miner(model: &Path, options: &[&str], log: Option<&str>) -> (Child, String) {
+    let mut command = based();
+    command.args(["miner", "serve", "--listen", "127.0.0.1:0"]).args(options).arg("--model");
+    command.arg(model).stdout(Stdio::piped());
+    match log {
+        Some(level) => command.env("RUST_LOG", level).stderr(Stdio::piped()),
+        None => command.stderr(Stdio::null()),
+    };
+    let mut child = command.spawn().expect("start the miner");
+    let mut first_line = String::new();
+    BufReader::new(child.stdout.take().expect("piped stdout"))
+        .read_line(&mut first_line)
+        .expect("read the miner's address");
+    let address = first_line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line from the miner: {first_line:?}"))
+        .to_string();
+    (child, address)
 }
 
 impl Drop for MinerProcess {
@@ -217,19 +223,7 @@ fn a_miner_restart_reuses_its_saved_plans_and_a_damaged_record_is_chosen_again()
     let model = tiny_model(dir.path(), "tiny.gguf", 23);
     // The miner's log once it listens: stopped there, so its preparation is all it holds.
     let start_log = || {
-        let mut child = based()
-            .env("RUST_LOG", "info")
-            .args(["miner", "serve", "--listen", "127.0.0.1:0", "--model"])
-            .arg(&model)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start the miner");
-        let mut first_line = String::new();
-        BufReader::new(child.stdout.take().expect("piped stdout"))
-            .read_line(&mut first_line)
-            .expect("read the miner's address");
-        assert!(first_line.starts_with("listening on "), "{first_line:?}");
+        let (mut child, _) = spawn_miner(&model, &[], Some("info"));
         child.kill().unwrap();
         let output = child.wait_with_output().unwrap();
         String::from_utf8_lossy(&output.stderr).into_owned()
