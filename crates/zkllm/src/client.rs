@@ -20,7 +20,8 @@ use crate::error::ZkError;
 use crate::masks::upload_mask_seeds;
 use crate::wire::{self, Message, PROTOCOL_VERSION, PlanChoice, WireError};
 use crate::{
-    ModelIdentity, STAGES, max_product, params_summary, plan_from_choice, stage_index, stage_params,
+    ModelIdentity, STAGES, hex, max_product, params_summary, plan_from_choice, stage_index,
+    stage_params, weights_fingerprint,
 };
 
 /// What one chat has cost on the wire and in the client's own cryptography.
@@ -119,7 +120,15 @@ impl EncryptedBackend {
         let (welcome, n) = wire::read_message(&mut reader)?;
         stats.bytes_down += n as u64;
         let choices = match welcome {
-            Message::Welcome { version, model_hash, model_name, layers, params: theirs, plans } => {
+            Message::Welcome {
+                version,
+                model_hash,
+                weights_hash,
+                model_name,
+                layers,
+                params: theirs,
+                plans,
+            } => {
                 if version != PROTOCOL_VERSION {
                     return Err(ZkError::VersionMismatch {
                         ours: PROTOCOL_VERSION,
@@ -131,6 +140,13 @@ impl EncryptedBackend {
                     return Err(ZkError::ModelMismatch {
                         served: served.to_string(),
                         expected: identity.to_string(),
+                    });
+                }
+                let our_weights = weights_fingerprint(model);
+                if weights_hash != our_weights {
+                    return Err(ZkError::WeightsMismatch {
+                        ours: hex(&our_weights[..8]),
+                        theirs: hex(&weights_hash[..8]),
                     });
                 }
                 let ours = params_summary(&shared);

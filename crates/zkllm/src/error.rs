@@ -18,6 +18,12 @@ pub enum ZkError {
     VersionMismatch { ours: u16, theirs: u16 },
     #[error("the miner serves model {served}, the client expects model {expected}")]
     ModelMismatch { served: String, expected: String },
+    #[error(
+        "the miner multiplies by other int8 weights than the client's (fingerprints {theirs} \
+         and {ours}): the two ends squeezed the model differently, as different versions of \
+         based may; run the same version on both"
+    )]
+    WeightsMismatch { ours: String, theirs: String },
     #[error("the miner's encryption parameters differ from the client's: {0}")]
     ParamsMismatch(String),
     #[error("layer {layer} does not exist (the model has {layers})")]

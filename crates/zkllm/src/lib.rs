@@ -53,6 +53,24 @@ impl ModelIdentity {
     }
 }
 
+/// sha256 of the int8 weights of every linear stage (layer by layer in [`STAGES`] order, each
+/// with its shape): what the miner multiplies by, and so what the client's plaintext model must
+/// hold for the encrypted chat to equal it. Two ends with the same model file can still differ
+/// here, if they squeezed it differently (different versions of based).
+pub fn weights_fingerprint(model: &SqueezedModel) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    for layer in 0..model.n_layers() {
+        for stage in STAGES {
+            let matrix = model.matrix(layer, stage);
+            hasher.update((matrix.rows as u64).to_le_bytes());
+            hasher.update((matrix.cols as u64).to_le_bytes());
+            hasher.update(matrix.weights.iter().map(|&w| w as u8).collect::<Vec<u8>>());
+        }
+    }
+    hasher.finalize().into()
+}
+
 impl fmt::Display for ModelIdentity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} (sha256 {})", self.name, &hex(&self.hash)[..16])

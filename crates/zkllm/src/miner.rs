@@ -22,7 +22,8 @@ use crate::error::ZkError;
 use crate::masks::{MAX_UPLOAD_INDEX, upload_mask_seeds};
 use crate::wire::{self, CiphertextBatch, Message, PROTOCOL_VERSION, PlanChoice, WireError};
 use crate::{
-    ModelIdentity, STAGES, params_summary, plan_choice, plan_from_choice, stage_index, stage_params,
+    ModelIdentity, STAGES, params_summary, plan_choice, plan_from_choice, stage_index,
+    stage_params, weights_fingerprint,
 };
 
 /// How a miner serves its sessions.
@@ -71,6 +72,8 @@ pub struct MinerWork {
 /// each with the plan (split point, digit bases) its own weights allow.
 pub struct MinerModel {
     identity: ModelIdentity,
+    /// [`crate::weights_fingerprint`] of the encoded weights.
+    weights_hash: [u8; 32],
     layers: Vec<Vec<EncodedStage>>,
     /// The model's context length: the most uploads per stage one conversation can use.
     context_tokens: usize,
@@ -107,7 +110,7 @@ impl MinerModel {
         record: &[u8],
         on_matrix: impl Fn(usize, usize) + Sync,
     ) -> Result<Self, ZkError> {
-        let plans = parse_plan_record(record, &identity, model.n_layers())?;
+        let plans = parse_plan_record(record, &identity, model)?;
         Self::encode_stages(model, identity, on_matrix, |index, params, weights| {
             plan_from_choice(params, weights, plans[index])
         })
@@ -148,13 +151,19 @@ impl MinerModel {
                     .collect::<Result<Vec<_>, ZkError>>()
             })
             .collect::<Result<Vec<_>, ZkError>>()?;
-        Ok(Self { identity, layers, context_tokens: model.config.max_seq_len })
+        Ok(Self {
+            identity,
+            weights_hash: weights_fingerprint(model),
+            layers,
+            context_tokens: model.config.max_seq_len,
+        })
     }
 
     fn welcome(&self) -> Message {
         Message::Welcome {
             version: PROTOCOL_VERSION,
             model_hash: self.identity.hash,
+            weights_hash: self.weights_hash,
             model_name: self.identity.name.clone(),
             layers: self.layers.len() as u32,
             params: params_summary(self.shared_params()),
@@ -447,33 +456,36 @@ fn run_session(
     }
 }
 
-/// The plans of [`MinerModel::plan_record`], checked to be this protocol's, for this model and
-/// for all of its stages.
+/// The plans of [`MinerModel::plan_record`], checked to be this protocol's, for this model
+/// squeezed the same way and for all of its stages.
 fn parse_plan_record(
     record: &[u8],
     identity: &ModelIdentity,
-    layers: usize,
+    model: &SqueezedModel,
 ) -> Result<Vec<PlanChoice>, ZkError> {
     let mut rest = record;
     let (message, _) = wire::read_message(&mut rest)?;
-    let Message::Welcome { version, model_hash, plans, .. } = message else {
+    let Message::Welcome { version, model_hash, weights_hash, plans, .. } = message else {
         return Err(ZkError::SavedPlans(format!("holds a {} message", message.kind())));
     };
     if version != PROTOCOL_VERSION {
         return Err(ZkError::SavedPlans(format!(
-            "made for protocol version {version} (this miner speaks {PROTOCOL_VERSION})"
+            "was made for protocol version {version} (this miner speaks {PROTOCOL_VERSION})"
         )));
     }
     if model_hash != identity.hash {
         return Err(ZkError::SavedPlans(format!(
-            "made for model sha256 {}, not {identity}",
+            "was made for model sha256 {}, not {identity}",
             &crate::hex(&model_hash)[..16]
         )));
     }
-    let expected = layers * STAGES.len();
+    if weights_hash != weights_fingerprint(model) {
+        return Err(ZkError::SavedPlans("was made for other int8 weights of this model".into()));
+    }
+    let expected = model.n_layers() * STAGES.len();
     if plans.len() != expected || !rest.is_empty() {
         return Err(ZkError::SavedPlans(format!(
-            "{} plans and {} bytes after them, for a model of {expected} stages",
+            "has {} plans and {} bytes after them, for a model of {expected} stages",
             plans.len(),
             rest.len()
         )));

@@ -10,7 +10,7 @@ use std::io::{self, Read, Write};
 use based_model::Stage;
 
 /// Bumped on any change of the frame layout or of the cryptographic parameter choice.
-pub const PROTOCOL_VERSION: u16 = 4;
+pub const PROTOCOL_VERSION: u16 = 5;
 
 /// A frame larger than this is refused before it is read: it bounds what a peer can make us
 /// allocate. One SmolLM2 prefill stage of 512 tokens stays well below it.
@@ -61,6 +61,8 @@ pub enum Message {
     Welcome {
         version: u16,
         model_hash: [u8; 32],
+        /// `crate::weights_fingerprint` of the int8 weights the miner multiplies by.
+        weights_hash: [u8; 32],
         model_name: String,
         layers: u32,
         params: ParamsSummary,
@@ -175,10 +177,19 @@ impl Message {
                 out.extend_from_slice(&version.to_le_bytes());
                 out.extend_from_slice(model_hash);
             }
-            Message::Welcome { version, model_hash, model_name, layers, params, plans } => {
+            Message::Welcome {
+                version,
+                model_hash,
+                weights_hash,
+                model_name,
+                layers,
+                params,
+                plans,
+            } => {
                 out.push(TAG_WELCOME);
                 out.extend_from_slice(&version.to_le_bytes());
                 out.extend_from_slice(model_hash);
+                out.extend_from_slice(weights_hash);
                 put_text(&mut out, model_name);
                 out.extend_from_slice(&layers.to_le_bytes());
                 out.extend_from_slice(&params.ring_degree.to_le_bytes());
@@ -243,6 +254,7 @@ impl Message {
             TAG_WELCOME => Message::Welcome {
                 version: r.u16("version")?,
                 model_hash: r.array("model hash")?,
+                weights_hash: r.array("weights fingerprint")?,
                 model_name: r.text()?,
                 layers: r.u32("layer count")?,
                 params: ParamsSummary {
@@ -429,6 +441,7 @@ mod tests {
             Message::Welcome {
                 version: PROTOCOL_VERSION,
                 model_hash: [9; 32],
+                weights_hash: [8; 32],
                 model_name: "smollm2-135m".into(),
                 layers: 30,
                 params: ParamsSummary { ring_degree: 2048, ciphertext_modulus: 97 },

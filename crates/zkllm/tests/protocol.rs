@@ -299,22 +299,46 @@ fn saved_plans_are_reused_and_bad_records_are_refused() {
     let mut longer = record.clone();
     longer.push(0);
     assert!(refusal(&longer, &f.identity).contains("1 bytes after them"));
+    let tampered = |change: &dyn Fn(&mut Message)| {
+        let (mut welcome, _) = wire::read_message(&mut record.as_slice()).unwrap();
+        change(&mut welcome);
+        let mut bytes = Vec::new();
+        wire::write_message(&mut bytes, &welcome).unwrap();
+        refusal(&bytes, &f.identity)
+    };
+    let other_weights = tampered(&|welcome| {
+        if let Message::Welcome { weights_hash, .. } = welcome {
+            weights_hash[0] ^= 1;
+        }
+    });
+    assert!(other_weights.contains("other int8 weights"), "{other_weights}");
     // A plan that decodes but does not fit these weights (its key switches' digits far too
     // wide for the noise budget) is refused when its matrix is encoded.
-    let (Message::Welcome { version, model_hash, model_name, layers, params, mut plans }, _) =
-        wire::read_message(&mut record.as_slice()).unwrap()
-    else {
-        panic!("a plan record is a Welcome");
+    let too_wide = tampered(&|welcome| {
+        if let Message::Welcome { plans, .. } = welcome {
+            plans[0].tree_digit_bits = 27;
+        }
+    });
+    assert!(too_wide.contains("noise budget exceeded"), "{too_wide}");
+}
+
+#[test]
+fn a_miner_that_squeezed_the_model_differently_is_refused_by_the_client() {
+    let f = tiny_gguf(24);
+    // The same file squeezed without the calibrated smoothing: other int8 weights.
+    let float = LoadedModel::load(&f._dir.path().join("tiny.gguf")).unwrap().model;
+    let unsmoothed = SqueezedModel::from_float(&float);
+    let miner = MinerModel::prepare(&unsmoothed, f.identity.clone(), |_, _| {}).unwrap();
+    let miner = spawn_server("127.0.0.1:0", Arc::new(miner), ServeConfig::default()).unwrap();
+    let error = match EncryptedBackend::connect(miner, &f.model, &f.identity) {
+        Ok(_) => panic!("a miner with other weights was accepted"),
+        Err(error) => error,
     };
-    plans[0].tree_digit_bits = 27;
-    let mut tampered = Vec::new();
-    let welcome = Message::Welcome { version, model_hash, model_name, layers, params, plans };
-    wire::write_message(&mut tampered, &welcome).unwrap();
-    assert!(
-        refusal(&tampered, &f.identity).contains("noise"),
-        "{}",
-        refusal(&tampered, &f.identity)
-    );
+    assert!(matches!(error, ZkError::WeightsMismatch { .. }), "{error}");
+    assert!(error.to_string().contains("squeezed the model differently"), "{error}");
+    // The miner keeps serving clients whose weights are its own.
+    let same = Fixture { model: unsmoothed, ..tiny_gguf(24) };
+    assert_encrypted_session_works(&same, miner);
 }
 
 #[test]
