@@ -391,16 +391,18 @@ pub fn prepare_miner(model: &LoadedModel, reuse_saved_plans: bool) -> Result<Min
     } else {
         None
     };
-    let how = if reused.is_some() { "plans reused from" } else { "plans chosen and saved to" };
-    let miner = match reused {
-        Some(miner) => miner,
+    let (miner, how) = match reused {
+        Some(miner) => (miner, "plans reused from"),
         None => {
             let miner = MinerModel::prepare(&model.squeezed, model.identity.clone(), on_matrix)?;
             // A cache: failing to write it costs the next start time, not this one.
-            if let Err(error) = write_whole(&path, &miner.plan_record()) {
-                tracing::warn!(path = %path.display(), %error, "cannot save the plans");
+            match write_whole(&path, &miner.plan_record()) {
+                Ok(()) => (miner, "plans chosen and saved to"),
+                Err(error) => {
+                    tracing::warn!(path = %path.display(), %error, "cannot save the plans");
+                    (miner, "plans chosen, not saved to")
+                }
             }
-            miner
         }
     };
     bar.finish_and_clear();
@@ -413,10 +415,12 @@ pub fn prepare_miner(model: &LoadedModel, reuse_saved_plans: bool) -> Result<Min
     Ok(miner)
 }
 
-/// `$BASED_HOME/miner-plans/<model hash>.plans`.
+/// `$BASED_HOME/miner-plans/<model hash>-<weights fingerprint>.plans`: versions of based that
+/// squeeze the model differently keep records of their own.
 fn saved_plans_path(model: &LoadedModel) -> std::path::PathBuf {
     let model_hash = based_zkllm::hex(&model.identity.hash[..8]);
-    crate::fetch::cache_home().join("miner-plans").join(format!("{model_hash}.plans"))
+    let weights = based_zkllm::hex(&based_zkllm::weights_fingerprint(&model.squeezed)[..8]);
+    crate::fetch::cache_home().join("miner-plans").join(format!("{model_hash}-{weights}.plans"))
 }
 
 pub fn serve_miner(model: &str, listen: &str, config: ServeConfig) -> Result<()> {

@@ -60,12 +60,16 @@ impl ModelIdentity {
 pub fn weights_fingerprint(model: &SqueezedModel) -> [u8; 32] {
     use sha2::{Digest, Sha256};
     let mut hasher = Sha256::new();
+    let mut bytes = [0u8; 4096];
     for layer in 0..model.n_layers() {
         for stage in STAGES {
             let matrix = model.matrix(layer, stage);
             hasher.update((matrix.rows as u64).to_le_bytes());
             hasher.update((matrix.cols as u64).to_le_bytes());
-            hasher.update(matrix.weights.iter().map(|&w| w as u8).collect::<Vec<u8>>());
+            for chunk in matrix.weights.chunks(bytes.len()) {
+                bytes.iter_mut().zip(chunk).for_each(|(byte, &w)| *byte = w as u8);
+                hasher.update(&bytes[..chunk.len()]);
+            }
         }
     }
     hasher.finalize().into()

@@ -312,6 +312,18 @@ fn saved_plans_are_reused_and_bad_records_are_refused() {
         }
     });
     assert!(other_weights.contains("other int8 weights"), "{other_weights}");
+    let older = tampered(&|welcome| {
+        if let Message::Welcome { version, .. } = welcome {
+            *version -= 1;
+        }
+    });
+    assert!(older.contains(&format!("protocol version {}", PROTOCOL_VERSION - 1)), "{older}");
+    let short = tampered(&|welcome| {
+        if let Message::Welcome { plans, .. } = welcome {
+            plans.pop();
+        }
+    });
+    assert!(short.contains("plans and 0 bytes after them"), "{short}");
     // A plan that decodes but does not fit these weights (its key switches' digits far too
     // wide for the noise budget) is refused when its matrix is encoded.
     let too_wide = tampered(&|welcome| {
