@@ -368,29 +368,7 @@ pub fn prepare_miner(model: &LoadedModel, reuse_saved_plans: bool) -> Result<Min
     };
     let started = Instant::now();
     let path = saved_plans_path(model);
-    let reused = if reuse_saved_plans {
-        match std::fs::read(&path) {
-            Ok(record) => match MinerModel::prepare_with_plan_record(
-                &model.squeezed,
-                model.identity.clone(),
-                &record,
-                on_matrix,
-            ) {
-                Ok(miner) => Some(miner),
-                Err(error) => {
-                    tracing::warn!(path = %path.display(), %error, "choosing the plans again");
-                    None
-                }
-            },
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
-            Err(error) => {
-                tracing::warn!(path = %path.display(), %error, "cannot read the saved plans");
-                None
-            }
-        }
-    } else {
-        None
-    };
+    let reused = if reuse_saved_plans { from_saved_plans(model, &path, &on_matrix) } else { None };
     let (miner, how) = match reused {
         Some(miner) => (miner, "plans reused from"),
         None => {
@@ -413,6 +391,29 @@ pub fn prepare_miner(model: &LoadedModel, reuse_saved_plans: bool) -> Result<Min
         path.display()
     );
     Ok(miner)
+}
+
+/// The miner from the record at `path`, or None (with the reason logged unless there is no
+/// record yet).
+fn from_saved_plans(
+    model: &LoadedModel,
+    path: &std::path::Path,
+    on_matrix: &(impl Fn(usize, usize) + Sync),
+) -> Option<MinerModel> {
+    let record = match std::fs::read(path) {
+        Ok(record) => record,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(error) => {
+            tracing::warn!(path = %path.display(), %error, "cannot read the saved plans");
+            return None;
+        }
+    };
+    let identity = model.identity.clone();
+    MinerModel::prepare_with_plan_record(&model.squeezed, identity, &record, on_matrix)
+        .inspect_err(
+            |error| tracing::warn!(path = %path.display(), %error, "choosing the plans again"),
+        )
+        .ok()
 }
 
 /// `$BASED_HOME/miner-plans/<model hash>-<weights fingerprint>.plans`: versions of based that

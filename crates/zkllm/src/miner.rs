@@ -463,14 +463,6 @@ fn parse_plan_record(
     weights: &[u8; 32],
     layers: usize,
 ) -> Result<Vec<PlanChoice>, ZkError> {
-    // The frame's length prefix first: a damaged one must not allocate before it fails.
-    let declared = record.get(..4).map(|len| u32::from_le_bytes([len[0], len[1], len[2], len[3]]));
-    if declared.is_none_or(|len| len as usize > record.len() - 4) {
-        return Err(ZkError::SavedPlans(format!(
-            "is truncated: {} bytes, its frame declares {declared:?} after a 4-byte length",
-            record.len()
-        )));
-    }
     let mut rest = record;
     let (message, _) = wire::read_message(&mut rest)?;
     let Message::Welcome { version, model_hash, weights_hash, plans, .. } = message else {

@@ -394,6 +394,10 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// What [`read_message`] reserves before a frame's body arrives (decode uploads and results
+/// fit; larger frames grow as they are read).
+const BODY_CAPACITY_UP_FRONT: usize = 1 << 20;
+
 /// Writes one frame; returns the bytes put on the wire.
 pub fn write_message(stream: &mut impl Write, message: &Message) -> Result<usize, WireError> {
     let body = message.encode();
@@ -421,14 +425,15 @@ pub fn read_message(stream: &mut impl Read) -> Result<(Message, usize), WireErro
     if len > MAX_FRAME_BYTES {
         return Err(WireError::Oversized(len as u64));
     }
-    let mut body = vec![0u8; len as usize];
-    stream.read_exact(&mut body).map_err(|e| match e.kind() {
-        io::ErrorKind::UnexpectedEof => {
-            WireError::Truncated { what: "frame body", needed: len as usize }
-        }
-        _ => e.into(),
-    })?;
-    Ok((Message::decode(&body)?, len as usize + 4))
+    // Grown as the bytes arrive, not allocated at the declared length: a peer (or a damaged
+    // file) that declares a large frame and sends little makes us hold only what it sent.
+    let len = len as usize;
+    let mut body = Vec::with_capacity(len.min(BODY_CAPACITY_UP_FRONT));
+    stream.take(len as u64).read_to_end(&mut body)?;
+    if body.len() < len {
+        return Err(WireError::Truncated { what: "frame body", needed: len - body.len() });
+    }
+    Ok((Message::decode(&body)?, len + 4))
 }
 
 #[cfg(test)]
