@@ -13,9 +13,9 @@ use based_rlwe::{
     packing_digit_bits, packing_exponents, packing_key_switches, rhombus_decrypt, rhombus_encrypt,
     rhombus_worst_case_noise_sigmas,
 };
-use concrete_ntt::prime64::Plan;
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
+use tfhe_ntt::prime64::Plan;
 
 /// Fastest time of `run` over enough repetitions to fill about `budget`: on 2 cores shared
 /// with other jobs the minimum is the repeatable figure (the median measures the neighbours).
@@ -70,7 +70,7 @@ fn main() {
     let keygen = best_time(budget, || {
         black_box(SecretKey::generate(&keygen_params, &mut keygen_rng));
     });
-    println!("N = {RING_DEGREE}, q = {CIPHERTEXT_MODULUS} (54 bits), concrete-ntt prime64");
+    println!("N = {RING_DEGREE}, q = {CIPHERTEXT_MODULUS} (54 bits), tfhe-ntt prime64");
     println!(
         "NTT forward {:.1} us, inverse {:.1} us; key generation {:.1} us\n",
         micros(forward),

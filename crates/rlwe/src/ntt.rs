@@ -1,6 +1,6 @@
 //! The only place that knows which NTT library we use, so it can be swapped for a faster one.
 
-use concrete_ntt::prime64::Plan;
+use tfhe_ntt::prime64::Plan;
 
 /// Negacyclic NTT over Z_q[X]/(X^N+1). Transformed vectors are in the library's own (bit
 /// reversed) order: only pointwise operations may touch them.

@@ -8,8 +8,12 @@
 //! with the online share only, about a sixth of the work. A request that arrives before its
 //! share is ready is computed in full: the answers are the same, bit for bit, either way.
 //!
-//! The work runs on its own pool of threads at the lowest CPU priority, so requests, which run
-//! on the main pool, take the cores whenever they need them.
+//! The work runs on threads of its own at the lowest CPU priority, so requests, which run on
+//! the main pool, take the cores whenever they need them. Each of those threads computes one
+//! whole share at a time (one per core, each share on one thread) rather than all of them
+//! splitting one share: the shares of different uploads are independent, and a share split
+//! over two cores ran only 1.2-1.4x faster than on one (its packing trees and key switches are
+//! too fine-grained to keep both busy), where two shares side by side run twice as fast.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -46,8 +50,9 @@ struct Shared {
 struct State {
     /// Per stage (layer-major, `STAGES` order): the next mask index the client may use.
     next: Vec<u64>,
-    /// Per stage: the shares of mask indices next, next + 1, ... (contiguous).
-    ready: Vec<VecDeque<RhombusPrecomputed>>,
+    /// Per stage: the shares of mask indices next, next + 1, ... (contiguous); None while a
+    /// worker computes that share.
+    ready: Vec<VecDeque<Option<RhombusPrecomputed>>>,
     /// What this session's shares hold (also counted in `budget.used`).
     bytes: usize,
     budget: Budget,
@@ -56,10 +61,12 @@ struct State {
 }
 
 impl State {
-    /// The stage with the fewest shares ready (the earliest in a forward pass among equals),
-    /// and the mask index to compute for it; None once the budget is spent, or once the shares
-    /// reach the model's context length (a conversation uses one upload per stage and token).
-    fn next_job(&self) -> Option<(usize, u64)> {
+    /// Claims the next share to compute: the stage with the fewest shares ready or under way
+    /// (the earliest in a forward pass among equals), and the mask index for it; None once the
+    /// budget is spent (the shares under way may pass it by one per worker), or once the
+    /// shares reach the model's context length (a conversation uses one upload per stage and
+    /// token).
+    fn claim_job(&mut self) -> Option<(usize, u64)> {
         let budget = &self.budget;
         if self.bytes >= budget.session_bytes
             || budget.used.load(Ordering::Relaxed) >= budget.total_bytes
@@ -68,7 +75,31 @@ impl State {
         }
         let stage = (0..self.ready.len()).min_by_key(|&s| self.ready[s].len())?;
         let index = self.next[stage] + self.ready[stage].len() as u64;
-        (index < self.context_tokens).then_some((stage, index))
+        if index >= self.context_tokens {
+            return None;
+        }
+        self.ready[stage].push_back(None);
+        Some((stage, index))
+    }
+
+    /// Puts a finished share in the place its worker claimed, unless the session closed or
+    /// the client has moved past it meanwhile (then it is dropped).
+    fn complete(&mut self, stage: usize, index: u64, share: RhombusPrecomputed) {
+        let Some(position) = index.checked_sub(self.next[stage]) else { return };
+        let slot = usize::try_from(position).ok().and_then(|p| self.ready[stage].get_mut(p));
+        if let Some(slot @ None) = slot
+            && !self.closed
+        {
+            let bytes = share.memory_bytes();
+            *slot = Some(share);
+            self.bytes += bytes;
+            self.budget.used.fetch_add(bytes, Ordering::Relaxed);
+        }
+    }
+
+    fn release(&mut self, bytes: usize) {
+        self.bytes -= bytes;
+        self.budget.used.fetch_sub(bytes, Ordering::Relaxed);
     }
 }
 
@@ -96,8 +127,11 @@ impl Ahead {
             changed: Condvar::new(),
         });
         if works {
-            let worker = Arc::clone(&shared);
-            std::thread::spawn(move || work_ahead(&worker, &model, &keys, &mask_seed));
+            for pool in background_pools() {
+                let (shared, model, keys) =
+                    (Arc::clone(&shared), Arc::clone(&model), Arc::clone(&keys));
+                std::thread::spawn(move || work_ahead(&shared, pool, &model, &keys, &mask_seed));
+            }
         }
         Ahead { shared }
     }
@@ -120,15 +154,17 @@ impl Ahead {
             return Err(ZkError::MaskReused { layer, stage, index: first, next });
         }
         let skipped = usize::try_from(first - next).unwrap_or(usize::MAX);
-        let mut freed = 0;
+        let bytes = |share: &Option<RhombusPrecomputed>| {
+            share.as_ref().map_or(0, RhombusPrecomputed::memory_bytes)
+        };
         let ready = &mut state.ready[s];
-        for share in ready.drain(..skipped.min(ready.len())) {
-            freed += share.memory_bytes();
-        }
+        let mut freed: usize = ready.drain(..skipped.min(ready.len())).map(|s| bytes(&s)).sum();
+        // A share still under way is computed again by the request: its worker's result is
+        // dropped when it arrives.
         let shares: Vec<Option<RhombusPrecomputed>> = (0..count)
             .map(|_| {
-                let share = ready.pop_front();
-                freed += share.as_ref().map_or(0, RhombusPrecomputed::memory_bytes);
+                let share = ready.pop_front().flatten();
+                freed += bytes(&share);
                 share
             })
             .collect();
@@ -143,19 +179,15 @@ impl Ahead {
     /// generate at the online share's cost.
     pub(crate) fn tokens_ahead(&self) -> u32 {
         let state = self.lock();
-        let least = state.ready.iter().map(VecDeque::len).min().unwrap_or(0);
+        let ready_in_a_row = |ready: &VecDeque<Option<RhombusPrecomputed>>| {
+            ready.iter().take_while(|share| share.is_some()).count()
+        };
+        let least = state.ready.iter().map(ready_in_a_row).min().unwrap_or(0);
         u32::try_from(least).unwrap_or(u32::MAX)
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
         lock(&self.shared)
-    }
-}
-
-impl State {
-    fn release(&mut self, bytes: usize) {
-        self.bytes -= bytes;
-        self.budget.used.fetch_sub(bytes, Ordering::Relaxed);
     }
 }
 
@@ -179,7 +211,13 @@ fn lock(shared: &Shared) -> MutexGuard<'_, State> {
     shared.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-fn work_ahead(shared: &Shared, model: &MinerModel, keys: &RhombusKeys, mask_seed: &[u8; 32]) {
+fn work_ahead(
+    shared: &Shared,
+    pool: &rayon::ThreadPool,
+    model: &MinerModel,
+    keys: &RhombusKeys,
+    mask_seed: &[u8; 32],
+) {
     loop {
         let (s, index) = {
             let mut state = lock(shared);
@@ -187,7 +225,7 @@ fn work_ahead(shared: &Shared, model: &MinerModel, keys: &RhombusKeys, mask_seed
                 if state.closed {
                     return;
                 }
-                if let Some(job) = state.next_job() {
+                if let Some(job) = state.claim_job() {
                     break job;
                 }
                 // Woken by the session's own requests; the timeout notices memory that other
@@ -202,7 +240,7 @@ fn work_ahead(shared: &Shared, model: &MinerModel, keys: &RhombusKeys, mask_seed
         let (layer, stage) = ((s / STAGES.len()) as u32, STAGES[s % STAGES.len()]);
         let matrix = model.stage_matrix(s);
         let seeds = upload_mask_seeds(mask_seed, layer, stage, index, matrix.plan().upload_cts());
-        let share = match background_pool().install(|| matrix.precompute(&seeds, keys)) {
+        let share = match pool.install(|| matrix.precompute(&seeds, keys)) {
             Ok(share) => share,
             Err(error) => {
                 // The same keys fail every request of the session too, with this error.
@@ -210,28 +248,26 @@ fn work_ahead(shared: &Shared, model: &MinerModel, keys: &RhombusKeys, mask_seed
                 return;
             }
         };
-        let mut state = lock(shared);
-        // Kept only if the session is still on and the client has not moved past it meanwhile.
-        if !state.closed && state.next[s] + state.ready[s].len() as u64 == index {
-            let bytes = share.memory_bytes();
-            state.bytes += bytes;
-            state.budget.used.fetch_add(bytes, Ordering::Relaxed);
-            state.ready[s].push_back(share);
-        }
+        lock(shared).complete(s, index, share);
     }
 }
 
-/// The threads that work ahead, shared by every session: as many as the main pool's, each at
-/// the lowest CPU priority the OS offers.
-fn background_pool() -> &'static rayon::ThreadPool {
-    static POOL: OnceLock<rayon::ThreadPool> = OnceLock::new();
-    POOL.get_or_init(|| {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(rayon::current_num_threads())
-            .thread_name(|i| format!("masks-ahead-{i}"))
-            .start_handler(|_| lower_this_threads_priority())
-            .build()
-            .expect("a thread pool of the main pool's size can be built")
+/// The single-thread pools that work ahead, one per thread of the main pool, shared by every
+/// session (each session has one worker per pool), each thread at the lowest CPU priority
+/// the OS offers.
+fn background_pools() -> &'static [rayon::ThreadPool] {
+    static POOLS: OnceLock<Vec<rayon::ThreadPool>> = OnceLock::new();
+    POOLS.get_or_init(|| {
+        (0..rayon::current_num_threads())
+            .map(|i| {
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(1)
+                    .thread_name(move |_| format!("masks-ahead-{i}"))
+                    .start_handler(|_| lower_this_threads_priority())
+                    .build()
+                    .expect("a thread pool of one thread can be built")
+            })
+            .collect()
     })
 }
 
