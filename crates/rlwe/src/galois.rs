@@ -11,6 +11,7 @@
 //! [`key_switch_noise_proxy`], which adds N 4^(B-1) for the rounded-away low bits). There is no special prime (q already uses the whole 54 bits the
 //! 128-bit table allows at N = 2048), so the digit base B is what keeps that noise small.
 
+use multiversion::multiversion;
 use rand_chacha::ChaCha12Rng;
 use rand_core::{CryptoRng, SeedableRng};
 use rayon::prelude::*;
@@ -72,36 +73,41 @@ pub(crate) fn automorphism(poly: &[u64], k: usize) -> Vec<u64> {
 /// away): digit i (weight 2^(B (i+1))) of coefficient m at [i][m], as residues mod q.
 /// Digit-major passes over all coefficients (each carrying what is left of its value), so
 /// that every pass is a branch-free loop the compiler vectorises.
+#[multiversion(targets("x86_64+avx512f+avx512vl", "x86_64+avx2"))]
 pub(crate) fn decompose(poly: &[u64], digit_bits: u32) -> Vec<Vec<u64>> {
     let digits = gadget_digits(digit_bits);
     let base = 1i64 << digit_bits;
     let half = base >> 1;
-    // The balanced digit of v: its low B bits, taken in [-2^(B-1), 2^(B-1)).
-    let balanced = move |v: i64| ((v + half) & (base - 1)) - half;
-    let residue = |d: i64| (d + ((d >> 63) & Q as i64)) as u64;
     // Round away the lowest digit.
-    let mut rest: Vec<i64> = poly
-        .iter()
-        .map(|&c| {
-            let value = centred(c, Q);
-            (value - balanced(value)) >> digit_bits
-        })
-        .collect();
+    let mut rest = vec![0i64; poly.len()];
+    for (rest, &c) in rest.iter_mut().zip(poly) {
+        let value = centred(c, Q);
+        *rest = (value - balanced_digit(value, base, half)) >> digit_bits;
+    }
     let mut out = Vec::with_capacity(digits);
     for _ in 1..digits {
-        let digit = rest
-            .iter_mut()
-            .map(|value| {
-                let d = balanced(*value);
-                *value = (*value - d) >> digit_bits;
-                residue(d)
-            })
-            .collect();
+        let mut digit = vec![0u64; poly.len()];
+        for (value, digit) in rest.iter_mut().zip(&mut digit) {
+            let d = balanced_digit(*value, base, half);
+            *value = (*value - d) >> digit_bits;
+            *digit = digit_residue(d);
+        }
         out.push(digit);
     }
     // What is left (|value| < 2^(53 - B digits) + 1 <= 2^(B-1) + 1) is the top digit.
-    out.push(rest.into_iter().map(residue).collect());
+    out.push(rest.into_iter().map(digit_residue).collect());
     out
+}
+
+/// The balanced digit of v: its low B bits, taken in [-2^(B-1), 2^(B-1)).
+#[inline(always)]
+fn balanced_digit(value: i64, base: i64, half: i64) -> i64 {
+    ((value + half) & (base - 1)) - half
+}
+
+#[inline(always)]
+fn digit_residue(digit: i64) -> u64 {
+    (digit + ((digit >> 63) & Q as i64)) as u64
 }
 
 /// The key-switching key for one automorphism k.

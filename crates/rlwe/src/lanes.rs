@@ -242,24 +242,41 @@ fn montgomery_step(x: u64) -> u64 {
 }
 
 /// out = (low + mid 2^27 + high 2^54) 2^-96 mod q, for sums below 2^62 (see [`MAX_TERMS`]).
-/// Three Montgomery steps bring the limbs below 2^54 (times 2^-32), a carry pass makes
-/// them d + t 2^54 with d < 2^54, the fold 2^54 = 9 2^32 - 1 turns that into
-/// (d - t) + 9 t 2^32, and two more steps remove the 2^32 and reduce below 2q.
 #[multiversion(targets("x86_64+avx512f+avx512vl", "x86_64+avx2"))]
 fn reduce([low, mid, high]: [&[u64]; 3], out: &mut [u64]) {
     let len = out.len();
     let (low, mid, high) = (&low[..len], &mid[..len], &high[..len]);
     for i in 0..len {
-        let (l, m, h) =
-            (montgomery_step(low[i]), montgomery_step(mid[i]), montgomery_step(high[i]));
-        let carried = m + (l >> HALF_BITS);
-        let top = h + (carried >> HALF_BITS); // < 2^54 + 2^28
-        let digits = (l & HALF_MASK) | ((carried & HALF_MASK) << HALF_BITS); // < 2^54
-        // (digits - top) 2^-32 + 9 top = (digits + top 2^54) 2^-32 (mod q); 2q > top.
-        let folded = montgomery_step(digits + 2 * Q - top) + FOLD * top;
-        let r = montgomery_step(folded); // < q + 2^32 < 2q
-        out[i] = r.min(r.wrapping_sub(Q));
+        out[i] = reduce_limbs(low[i], mid[i], high[i]);
     }
+}
+
+/// values <- values by mod q pointwise: `values` plain residues, `by` in [`split_scaled`]
+/// form (a product of one term, reduced in the same lanes as the sums).
+#[multiversion(targets("x86_64+avx512f+avx512vl", "x86_64+avx2"))]
+pub(crate) fn multiply_in_place(values: &mut [u64], by: &[u64]) {
+    for (value, &w) in values.iter_mut().zip(by) {
+        let x = split(*value);
+        let (x_lo, x_hi) = (x & LOW_32, x >> 32);
+        let (w_lo, w_hi) = (w & LOW_32, w >> 32);
+        *value = reduce_limbs(x_lo * w_lo, x_lo * w_hi + x_hi * w_lo, x_hi * w_hi);
+    }
+}
+
+/// (l + m 2^27 + h 2^54) 2^-96 mod q, for limbs below 2^62. Three Montgomery steps bring
+/// the limbs below 2^54 (times 2^-32), a carry pass makes them d + t 2^54 with d < 2^54, the
+/// fold 2^54 = 9 2^32 - 1 turns that into (d - t) + 9 t 2^32, and two more steps remove the
+/// 2^32 and reduce below 2q.
+#[inline(always)]
+fn reduce_limbs(low: u64, mid: u64, high: u64) -> u64 {
+    let (l, m, h) = (montgomery_step(low), montgomery_step(mid), montgomery_step(high));
+    let carried = m + (l >> HALF_BITS);
+    let top = h + (carried >> HALF_BITS); // < 2^54 + 2^28
+    let digits = (l & HALF_MASK) | ((carried & HALF_MASK) << HALF_BITS); // < 2^54
+    // (digits - top) 2^-32 + 9 top = (digits + top 2^54) 2^-32 (mod q); 2q > top.
+    let folded = montgomery_step(digits + 2 * Q - top) + FOLD * top;
+    let r = montgomery_step(folded); // < q + 2^32 < 2q
+    r.min(r.wrapping_sub(Q))
 }
 
 #[cfg(test)]
@@ -366,6 +383,21 @@ mod tests {
                     % q;
             assert_eq!(u128::from(r), value * inverse_factor % q, "{v:?}");
         }
+    }
+
+    #[test]
+    fn products_in_place_are_exact_at_the_extremes() {
+        let mut rng = ChaCha20Rng::seed_from_u64(8);
+        let mut w = vec![0u64; 300];
+        let mut x = vec![0u64; 300];
+        sample_uniform(&mut rng, &mut w);
+        sample_uniform(&mut rng, &mut x);
+        w[..4].copy_from_slice(&[0, 1, Q - 1, Q / 2]);
+        x[..4].copy_from_slice(&[Q - 1, Q - 1, Q - 1, Q - 2]);
+        let expected: Vec<u64> = x.iter().zip(&w).map(|(&x, &w)| exact(0, &[(x, w)])).collect();
+        let scaled: Vec<u64> = w.iter().map(|&w| split_scaled(w)).collect();
+        multiply_in_place(&mut x, &scaled);
+        assert_eq!(x, expected);
     }
 
     #[test]
