@@ -85,7 +85,11 @@ pub(crate) fn paired_sums(
     let mut sums = ChunkSums::default();
     for start in (0..len).step_by(CHUNK) {
         let slots = start..len.min(start + CHUNK);
-        sums.compute(terms, slots.clone(), [&mut first[slots.clone()], &mut second[slots]]);
+        sums.compute::<2, false>(
+            terms,
+            slots.clone(),
+            [&mut first[slots.clone()], &mut second[slots]],
+        );
     }
     if let Some(init) = init_second {
         second.iter_mut().zip(init).for_each(|(o, &i)| *o = add_mod_q(*o, i));
@@ -111,7 +115,11 @@ pub(crate) fn sums_of_lists<const HALVES: usize>(
                 .iter()
                 .map(|terms| {
                     let mut out = [[0u64; CHUNK]; HALVES];
-                    sums.compute(terms, slots.clone(), out.each_mut().map(|o| &mut o[..width]));
+                    sums.compute::<HALVES, true>(
+                        terms,
+                        slots.clone(),
+                        out.each_mut().map(|o| &mut o[..width]),
+                    );
                     out
                 })
                 .collect()
@@ -129,6 +137,22 @@ pub(crate) fn sums_of_lists<const HALVES: usize>(
         .collect()
 }
 
+/// Asks for `values` ahead of use without keeping them in the outer caches: the weights each
+/// product streams once per token, which would otherwise push out the Galois keys that every
+/// stage and token reuses.
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)] // A prefetch is a hint: it never faults and reads nothing into the program.
+fn prefetch_once(values: &[u64]) {
+    use std::arch::x86_64::{_MM_HINT_NTA, _mm_prefetch};
+    for line in values.chunks(8) {
+        // SAFETY: the pointer is in bounds, and a prefetch has no effect on program state.
+        unsafe { _mm_prefetch::<_MM_HINT_NTA>(line.as_ptr().cast()) };
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn prefetch_once(_values: &[u64]) {}
+
 /// The lazy sums (three per half) of one chunk of slots and a reduction buffer.
 struct ChunkSums {
     lazy: [[u64; CHUNK]; 6],
@@ -144,7 +168,7 @@ impl Default for ChunkSums {
 impl ChunkSums {
     /// The reduced sums of `terms` over `slots` (at most [`CHUNK`] of them) into `out`, one
     /// slice per half.
-    fn compute<const HALVES: usize>(
+    fn compute<const HALVES: usize, const STREAM: bool>(
         &mut self,
         terms: &[PairTerm<'_>],
         slots: std::ops::Range<usize>,
@@ -159,6 +183,11 @@ impl ChunkSums {
                 let take =
                     if rest.len() >= TERMS_PER_PASS { TERMS_PER_PASS } else { rest.len().min(2) };
                 let (pass, tail) = rest.split_at(take);
+                if STREAM {
+                    tail.iter()
+                        .take(TERMS_PER_PASS)
+                        .for_each(|t| prefetch_once(&t.shared[slots.clone()]));
+                }
                 let (lazy, at) = (&mut self.lazy, slots.clone());
                 match (pass, fresh) {
                     ([a, b, c, d], true) => accumulate::<4, true, HALVES>(lazy, at, [a, b, c, d]),
