@@ -142,6 +142,9 @@ fn timed_decode<B: LinearBackend>(
     Ok((prefill, started.elapsed(), tokens))
 }
 
+/// Repeats of the squeezed plaintext decode, the fastest of which is reported.
+const PLAINTEXT_RUNS: usize = 5;
+
 fn per_second(count: usize, elapsed: Duration) -> f64 {
     count as f64 / elapsed.as_secs_f64()
 }
@@ -170,11 +173,19 @@ fn bench_zkllm(args: &ZkllmBenchArgs) -> Result<String> {
     let float_decode = per_second(n, started.elapsed());
 
     eprintln!("squeezed plaintext ...");
-    let mut plain_backend = PlainBackend::new(&model.squeezed);
-    let (plain_prefill, plain_elapsed, plain_tokens) =
-        timed_decode(&mut Generator::new(&model.squeezed), &mut plain_backend, prompt, n, |_| {
-            Ok(())
-        })?;
+    // The fastest of a few runs: one 8-token decode lasts about 0.1 s, where a neighbour on
+    // this shared machine moves single runs by 20%; the fastest is the repeatable figure, and
+    // it makes every ratio to it the conservative one.
+    let mut plain_runs = Vec::new();
+    for _ in 0..PLAINTEXT_RUNS {
+        let mut plain_backend = PlainBackend::new(&model.squeezed);
+        let mut generator = Generator::new(&model.squeezed);
+        plain_runs.push(timed_decode(&mut generator, &mut plain_backend, prompt, n, |_| Ok(()))?);
+    }
+    let (plain_prefill, plain_elapsed, plain_tokens) = plain_runs
+        .into_iter()
+        .min_by_key(|(_, elapsed, _)| *elapsed)
+        .expect("at least one plaintext run");
     let plain_decode = per_second(n, plain_elapsed);
 
     eprintln!("encoding the weights for the miner ...");
@@ -275,7 +286,10 @@ fn bench_zkllm(args: &ZkllmBenchArgs) -> Result<String> {
     );
     row(
         "squeezed plaintext (int8): decode",
-        format!("{plain_decode:.1} tokens/s (prefill {:.2} s)", plain_prefill.as_secs_f64()),
+        format!(
+            "{plain_decode:.1} tokens/s (prefill {:.2} s; fastest of {PLAINTEXT_RUNS} runs)",
+            plain_prefill.as_secs_f64()
+        ),
     );
     row(
         "encrypted, loopback: prefill",
@@ -315,8 +329,9 @@ fn bench_zkllm(args: &ZkllmBenchArgs) -> Result<String> {
     row(
         "encrypted / squeezed plaintext, decode",
         format!(
-            "{:.0}x slower computed on request; {:.0}x after a pause",
+            "{:.0}x slower computed on request; {:.0}x working ahead, no pause; {:.0}x after a pause",
             plain_decode / enc_decode,
+            plain_decode / ahead_decode,
             plain_decode / paused_decode
         ),
     );
