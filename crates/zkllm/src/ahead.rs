@@ -43,16 +43,27 @@ pub(crate) struct Budget {
 }
 
 struct Shared {
-    state: Mutex<State>,
+    state: Mutex<State<RhombusPrecomputed>>,
     changed: Condvar,
 }
 
-struct State {
+/// What the bookkeeping needs of a share (generic so that its tests need no cryptography).
+trait Share {
+    fn memory_bytes(&self) -> usize;
+}
+
+impl Share for RhombusPrecomputed {
+    fn memory_bytes(&self) -> usize {
+        RhombusPrecomputed::memory_bytes(self)
+    }
+}
+
+struct State<T> {
     /// Per stage (layer-major, `STAGES` order): the next mask index the client may use.
     next: Vec<u64>,
     /// Per stage: the shares of mask indices next, next + 1, ... (contiguous); None while a
     /// worker computes that share.
-    ready: Vec<VecDeque<Option<RhombusPrecomputed>>>,
+    ready: Vec<VecDeque<Option<T>>>,
     /// What this session's shares hold (also counted in `budget.used`).
     bytes: usize,
     budget: Budget,
@@ -60,7 +71,18 @@ struct State {
     closed: bool,
 }
 
-impl State {
+impl<T: Share> State<T> {
+    fn new(stages: usize, budget: Budget, context_tokens: u64) -> Self {
+        State {
+            next: vec![0; stages],
+            ready: (0..stages).map(|_| VecDeque::new()).collect(),
+            bytes: 0,
+            budget,
+            context_tokens,
+            closed: false,
+        }
+    }
+
     /// Claims the next share to compute: the stage with the fewest shares ready or under way
     /// (the earliest in a forward pass among equals), and the mask index for it; None once the
     /// budget is spent (the shares under way may pass it by one per worker), or once the
@@ -84,7 +106,7 @@ impl State {
 
     /// Puts a finished share in the place its worker claimed, unless the session closed or
     /// the client has moved past it meanwhile (then it is dropped).
-    fn complete(&mut self, stage: usize, index: u64, share: RhombusPrecomputed) {
+    fn complete(&mut self, stage: usize, index: u64, share: T) {
         let Some(position) = index.checked_sub(self.next[stage]) else { return };
         let slot = usize::try_from(position).ok().and_then(|p| self.ready[stage].get_mut(p));
         if let Some(slot @ None) = slot
@@ -95,6 +117,39 @@ impl State {
             self.bytes += bytes;
             self.budget.used.fetch_add(bytes, Ordering::Relaxed);
         }
+    }
+
+    /// The shares of stage `s`, mask indices `first..first + count` (None where a share is
+    /// not ready), marked used; Err(next) for an index below one already used.
+    fn take(&mut self, s: usize, first: u64, count: usize) -> Result<Vec<Option<T>>, u64> {
+        let next = self.next[s];
+        if first < next {
+            return Err(next);
+        }
+        let skipped = usize::try_from(first - next).unwrap_or(usize::MAX);
+        let bytes = |share: &Option<T>| share.as_ref().map_or(0, Share::memory_bytes);
+        let ready = &mut self.ready[s];
+        let mut freed: usize = ready.drain(..skipped.min(ready.len())).map(|s| bytes(&s)).sum();
+        // A share still under way is computed again by the request: its worker's result is
+        // dropped when it arrives.
+        let shares: Vec<Option<T>> = (0..count)
+            .map(|_| {
+                let share = ready.pop_front().flatten();
+                freed += bytes(&share);
+                share
+            })
+            .collect();
+        // The miner checked first + count against MAX_UPLOAD_INDEX.
+        self.next[s] = first + count as u64;
+        self.release(freed);
+        Ok(shares)
+    }
+
+    fn tokens_ahead(&self) -> u32 {
+        let ready_in_a_row =
+            |ready: &VecDeque<Option<T>>| ready.iter().take_while(|share| share.is_some()).count();
+        let least = self.ready.iter().map(ready_in_a_row).min().unwrap_or(0);
+        u32::try_from(least).unwrap_or(u32::MAX)
     }
 
     fn release(&mut self, bytes: usize) {
@@ -116,14 +171,7 @@ impl Ahead {
         let works = budget.session_bytes > 0 && budget.total_bytes > 0;
         let stages = model.n_layers() * STAGES.len();
         let shared = Arc::new(Shared {
-            state: Mutex::new(State {
-                next: vec![0; stages],
-                ready: (0..stages).map(|_| VecDeque::new()).collect(),
-                bytes: 0,
-                budget,
-                context_tokens: model.context_tokens() as u64,
-                closed: false,
-            }),
+            state: Mutex::new(State::new(stages, budget, model.context_tokens() as u64)),
             changed: Condvar::new(),
         });
         if works {
@@ -147,30 +195,13 @@ impl Ahead {
         first: u64,
         count: usize,
     ) -> Result<Vec<Option<RhombusPrecomputed>>, ZkError> {
-        let mut state = self.lock();
         let s = layer as usize * STAGES.len() + stage_index(stage);
-        let next = state.next[s];
-        if first < next {
-            return Err(ZkError::MaskReused { layer, stage, index: first, next });
-        }
-        let skipped = usize::try_from(first - next).unwrap_or(usize::MAX);
-        let bytes = |share: &Option<RhombusPrecomputed>| {
-            share.as_ref().map_or(0, RhombusPrecomputed::memory_bytes)
-        };
-        let ready = &mut state.ready[s];
-        let mut freed: usize = ready.drain(..skipped.min(ready.len())).map(|s| bytes(&s)).sum();
-        // A share still under way is computed again by the request: its worker's result is
-        // dropped when it arrives.
-        let shares: Vec<Option<RhombusPrecomputed>> = (0..count)
-            .map(|_| {
-                let share = ready.pop_front().flatten();
-                freed += bytes(&share);
-                share
-            })
-            .collect();
-        // The miner checked first + count against MAX_UPLOAD_INDEX.
-        state.next[s] = first + count as u64;
-        state.release(freed);
+        let shares = self.lock().take(s, first, count).map_err(|next| ZkError::MaskReused {
+            layer,
+            stage,
+            index: first,
+            next,
+        })?;
         self.shared.changed.notify_all();
         Ok(shares)
     }
@@ -178,15 +209,10 @@ impl Ahead {
     /// How many uploads ahead every stage is precomputed: the tokens the client can now
     /// generate at the online share's cost.
     pub(crate) fn tokens_ahead(&self) -> u32 {
-        let state = self.lock();
-        let ready_in_a_row = |ready: &VecDeque<Option<RhombusPrecomputed>>| {
-            ready.iter().take_while(|share| share.is_some()).count()
-        };
-        let least = state.ready.iter().map(ready_in_a_row).min().unwrap_or(0);
-        u32::try_from(least).unwrap_or(u32::MAX)
+        self.lock().tokens_ahead()
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
+    fn lock(&self) -> MutexGuard<'_, State<RhombusPrecomputed>> {
         lock(&self.shared)
     }
 }
@@ -207,7 +233,7 @@ impl Drop for Ahead {
 
 /// A poisoned lock only means another thread panicked while holding it; the state is a cache,
 /// every entry of which is checked on use, so it stays usable.
-fn lock(shared: &Shared) -> MutexGuard<'_, State> {
+fn lock(shared: &Shared) -> MutexGuard<'_, State<RhombusPrecomputed>> {
     shared.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
@@ -289,3 +315,77 @@ fn lower_this_threads_priority() {
 
 #[cfg(not(target_os = "linux"))]
 fn lower_this_threads_priority() {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A share of a given size (the bookkeeping only reads its size).
+    #[derive(Debug, PartialEq)]
+    struct ShareOfSize(usize);
+
+    impl Share for ShareOfSize {
+        fn memory_bytes(&self) -> usize {
+            self.0
+        }
+    }
+
+    fn state(stages: usize, session_bytes: usize, total_bytes: usize) -> State<ShareOfSize> {
+        let used = Arc::new(AtomicUsize::new(0));
+        State::new(stages, Budget { session_bytes, total_bytes, used }, 100)
+    }
+
+    #[test]
+    fn claims_go_to_the_stage_with_the_fewest_shares_and_may_finish_out_of_order() {
+        let mut state = state(2, 1000, 1000);
+        assert_eq!(state.claim_job(), Some((0, 0)));
+        assert_eq!(state.claim_job(), Some((1, 0)));
+        assert_eq!(state.claim_job(), Some((0, 1)));
+        // The second worker finishes first: its share waits behind the one still under way.
+        state.complete(0, 1, ShareOfSize(10));
+        assert_eq!(state.tokens_ahead(), 0);
+        state.complete(0, 0, ShareOfSize(10));
+        state.complete(1, 0, ShareOfSize(10));
+        assert_eq!(state.tokens_ahead(), 1);
+        assert_eq!(state.bytes, 30);
+        assert_eq!(
+            state.take(0, 0, 2).unwrap(),
+            vec![Some(ShareOfSize(10)), Some(ShareOfSize(10))]
+        );
+        assert_eq!((state.bytes, state.budget.used.load(Ordering::Relaxed)), (10, 10));
+    }
+
+    #[test]
+    fn a_share_taken_while_under_way_is_computed_by_the_request_and_dropped_on_arrival() {
+        let mut state = state(1, 1000, 1000);
+        assert_eq!(state.claim_job(), Some((0, 0)));
+        assert_eq!(state.take(0, 0, 1).unwrap(), vec![None]);
+        state.complete(0, 0, ShareOfSize(10));
+        assert_eq!(state.bytes, 0, "a share the client moved past is not kept");
+        // Skipped indices free what they held; a used index is refused.
+        assert_eq!(state.claim_job(), Some((0, 1)));
+        state.complete(0, 1, ShareOfSize(10));
+        assert_eq!(state.take(0, 2, 1).unwrap(), vec![None]);
+        assert_eq!(state.bytes, 0);
+        assert_eq!(state.take(0, 1, 1), Err(3));
+    }
+
+    #[test]
+    fn claims_stop_at_the_budget_and_the_context_length() {
+        let mut state = state(1, 20, 1000);
+        assert!(state.claim_job().is_some());
+        state.complete(0, 0, ShareOfSize(20));
+        assert_eq!(state.claim_job(), None, "the session's budget is spent");
+        let mut short = State::<ShareOfSize>::new(
+            1,
+            Budget { session_bytes: 1000, total_bytes: 1000, used: Arc::new(AtomicUsize::new(0)) },
+            2,
+        );
+        assert_eq!(short.claim_job(), Some((0, 0)));
+        assert_eq!(short.claim_job(), Some((0, 1)));
+        assert_eq!(short.claim_job(), None, "no upload beyond the context length");
+        short.closed = true;
+        short.complete(0, 0, ShareOfSize(5));
+        assert_eq!(short.bytes, 0, "a closed session keeps nothing");
+    }
+}
