@@ -167,7 +167,8 @@ impl Default for ChunkSums {
 
 impl ChunkSums {
     /// The reduced sums of `terms` over `slots` (at most [`CHUNK`] of them) into `out`, one
-    /// slice per half.
+    /// slice per half. STREAM: the terms' `shared` operands are the weights, read once per
+    /// token, so each pass asks for the next pass's as non-temporal ([`prefetch_once`]).
     fn compute<const HALVES: usize, const STREAM: bool>(
         &mut self,
         terms: &[PairTerm<'_>],
