@@ -16,13 +16,18 @@ pub(crate) fn centred(value: u64, modulus: u64) -> i64 {
     if value > modulus / 2 { value as i64 - modulus as i64 } else { value as i64 }
 }
 
+/// Branch-free (a minimum instead of a comparison), so that loops of it vectorise.
+#[inline(always)]
 pub(crate) fn add_mod_q(a: u64, b: u64) -> u64 {
     let sum = a + b;
-    if sum >= Q { sum - Q } else { sum }
+    sum.min(sum.wrapping_sub(Q))
 }
 
+/// Branch-free, like [`add_mod_q`].
+#[inline(always)]
 pub(crate) fn sub_mod_q(a: u64, b: u64) -> u64 {
-    if a >= b { a - b } else { a + Q - b }
+    let difference = a.wrapping_sub(b);
+    difference.min(difference.wrapping_add(Q))
 }
 
 /// round(value * 2^bits / q) mod 2^bits for value in [0, q), bits <= 54: the modulus switch

@@ -45,7 +45,8 @@ use crate::params::{
     MIN_NOISE_SIGMAS, Params, RING_DEGREE,
 };
 use crate::poly::{
-    add_mod_q, centred, reduce_wide, switch_from_power_of_two, switch_to_power_of_two, to_residue,
+    add_mod_q, centred, reduce_wide, sub_mod_q, switch_from_power_of_two, switch_to_power_of_two,
+    to_residue,
 };
 use crate::rlwe::{SecretKey, encrypt_scaled, expand_mask_ntt};
 use crate::wire::{FORMAT_VERSION, read_header};
@@ -1569,12 +1570,11 @@ impl TreeNode for BPart {
 }
 
 /// The tree's additions, compiled for the vector units too (like `lanes`): the crate's
-/// baseline target has no 64-bit vector minimum.
+/// baseline target has no 64-bit vector minimum for [`add_mod_q`] and [`sub_mod_q`].
 #[multiversion(targets("x86_64+avx512f+avx512vl", "x86_64+avx2"))]
 fn add_assign(x: &mut [u64], y: &[u64]) {
     for (x, &y) in x.iter_mut().zip(y) {
-        let sum = *x + y;
-        *x = sum.min(sum.wrapping_sub(Q));
+        *x = add_mod_q(*x, y);
     }
 }
 
@@ -1582,8 +1582,7 @@ fn add_assign(x: &mut [u64], y: &[u64]) {
 fn difference(x: &[u64], y: &[u64]) -> Vec<u64> {
     let mut out = vec![0u64; x.len()];
     for ((out, &x), &y) in out.iter_mut().zip(x).zip(y) {
-        let difference = x.wrapping_sub(y);
-        *out = difference.min(difference.wrapping_add(Q));
+        *out = sub_mod_q(x, y);
     }
     out
 }

@@ -218,8 +218,8 @@ impl Ahead {
 }
 
 impl Drop for Ahead {
-    /// Frees the shares now: the worker may still be inside one last precompute on its
-    /// low-priority threads, and what it makes then is dropped.
+    /// Frees the shares now: each worker may still be inside one last precompute on its
+    /// low-priority thread, and what it makes then is dropped.
     fn drop(&mut self) {
         let mut state = self.lock();
         state.closed = true;
