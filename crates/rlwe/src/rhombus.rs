@@ -38,7 +38,8 @@ use rayon::prelude::*;
 use crate::error::RlweError;
 use crate::galois::{GaloisKeys, KeyNtt, MAX_DIGIT_BITS, MIN_DIGIT_BITS, decompose, gadget_digits};
 use crate::lanes::{
-    PairTerm, multiply_in_place, paired_sums, split, split_all, split_scaled, sums_of_lists,
+    BlockWeights, PairTerm, block_products, multiply_in_place, paired_sums, split, split_all,
+    split_scaled,
 };
 use crate::params::{
     CIPHERTEXT_MODULUS, CIPHERTEXT_MODULUS_BITS, MAX_ABS_INPUT, MAX_LOG2_PLAINTEXT_MODULUS,
@@ -1082,9 +1083,9 @@ impl ScaledVector {
 pub struct RhombusMatrix {
     params: Params,
     plan: RhombusPlan,
-    /// NTT(S^-1 omega'_ij) by block, then accumulator, then conjugate; unscaled, N values each,
-    /// split and scaled for [`paired_sums`].
-    weights: Vec<Vec<u64>>,
+    /// Per block: NTT(S^-1 omega'_ij) of every accumulator and conjugate; unscaled, N values
+    /// each, split and scaled for [`block_products`].
+    weights: Vec<BlockWeights>,
     energy: NoiseEnergy,
     automorphisms: Automorphisms,
 }
@@ -1119,7 +1120,7 @@ impl RhombusMatrix {
                 })
             })
             .collect();
-        let weights = jobs
+        let mut polys: Vec<Vec<u64>> = jobs
             .into_par_iter()
             .map(|(block, accumulator, part, j)| {
                 let mut poly: Vec<u64> =
@@ -1129,6 +1130,14 @@ impl RhombusMatrix {
                         .collect();
                 params.ntt().forward(&mut poly);
                 poly.into_iter().map(split_scaled).collect()
+            })
+            .collect();
+        let weights = (0..plan.result_cts())
+            .map(|block| {
+                let accumulators = plan.accumulators(block);
+                let rest = polys.split_off(accumulators * conjugates.len());
+                let block_polys = std::mem::replace(&mut polys, rest);
+                BlockWeights::new(&block_polys, accumulators)
             })
             .collect();
         let mut permutations = HashMap::new();
@@ -1158,7 +1167,7 @@ impl RhombusMatrix {
 
     /// Resident size of the encoded weights.
     pub fn memory_bytes(&self) -> usize {
-        self.weights.len() * N * size_of::<u64>()
+        self.weights.iter().map(BlockWeights::memory_bytes).sum()
     }
 
     /// Decryption margin of these weights under the plan (with keys of the plan's digits).
@@ -1386,29 +1395,6 @@ impl RhombusMatrix {
         Ok(all)
     }
 
-    /// The term lists of `block`'s accumulators: the conjugates (or their b parts) against
-    /// the accumulator's twisted weights.
-    fn accumulator_terms<'a>(
-        &'a self,
-        conjugates: &'a [(&'a [u64], &'a [u64])],
-        block: usize,
-    ) -> Vec<Vec<PairTerm<'a>>> {
-        let plan = &self.plan;
-        let per_accumulator = plan.conjugates_per_accumulator();
-        let first: usize =
-            (0..block).map(|b| plan.accumulators(b)).sum::<usize>() * per_accumulator;
-        (0..plan.accumulators(block))
-            .map(|acc| {
-                let weights = &self.weights[first + acc * per_accumulator..][..per_accumulator];
-                conjugates
-                    .iter()
-                    .zip(weights)
-                    .map(|(&(first, second), w)| PairTerm { shared: w, first, second })
-                    .collect()
-            })
-            .collect()
-    }
-
     /// The tree's slots of `block`, filled with its accumulators.
     fn tree_slots<T>(&self, block: usize, accumulators: impl Iterator<Item = T>) -> Vec<Option<T>> {
         let mut slots: Vec<Option<T>> = (0..self.plan.stride()).map(|_| None).collect();
@@ -1425,10 +1411,10 @@ impl RhombusMatrix {
         block: usize,
         keys: &RhombusKeys,
     ) -> Result<NttCt, RlweError> {
-        let halves: Vec<(&[u64], &[u64])> =
-            conjugates.iter().map(|ct| (ct.a.as_slice(), ct.b.as_slice())).collect();
-        let lists = self.accumulator_terms(&halves, block);
-        let accumulators = sums_of_lists::<2>(&lists).into_iter().map(|[a, b]| NttCt { a, b });
+        let halves: Vec<[&[u64]; 2]> =
+            conjugates.iter().map(|ct| [ct.a.as_slice(), ct.b.as_slice()]).collect();
+        let accumulators =
+            block_products(&self.weights[block], &halves).into_iter().map(|[a, b]| NttCt { a, b });
         let tree_keys = keys.tree_split();
         let switch = |ct: &NttCt, k: usize| -> Result<NttCt, RlweError> {
             let key = tree_keys.get(&k).ok_or_else(|| RlweError::LayoutMismatch {
@@ -1447,10 +1433,9 @@ impl RhombusMatrix {
     /// [`Self::block_root`]'s b part for conjugates with a = 0 (the upload's share once the
     /// masks' share is precomputed): a key switch of such a node is its bare automorphism.
     fn block_root_b(&self, conjugates_b: &[Vec<u64>], block: usize) -> Vec<u64> {
-        let halves: Vec<(&[u64], &[u64])> =
-            conjugates_b.iter().map(|b| (b.as_slice(), b.as_slice())).collect();
-        let lists = self.accumulator_terms(&halves, block);
-        let accumulators = sums_of_lists::<1>(&lists).into_iter().map(|[b]| BPart(b));
+        let halves: Vec<[&[u64]; 1]> = conjugates_b.iter().map(|b| [b.as_slice()]).collect();
+        let accumulators =
+            block_products(&self.weights[block], &halves).into_iter().map(|[b]| BPart(b));
         let switch = |node: &BPart, k: usize| -> Result<BPart, RlweError> {
             Ok(BPart(permute(&node.0, &self.automorphisms.permutations[&k])))
         };
