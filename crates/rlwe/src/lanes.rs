@@ -41,10 +41,10 @@ pub(crate) const MAX_TERMS: usize = 127;
 /// than 1 per pass at 16 terms.
 const TERMS_PER_PASS: usize = 4;
 
-/// Slots summed at a time: every term meets a chunk before the next chunk starts, so the six
-/// lazy sums of a chunk (12 KB) live on the stack, in the first-level cache, and chunks are
-/// the unit of parallel work of [`sums_of_lists`]. (Measured: as fast as whole-ring sums in
-/// per-thread buffers, which this replaces.)
+/// Slots summed at a time: in [`paired_sums`] every term meets a chunk before the next chunk
+/// starts, so the six lazy sums of a chunk (12 KB) live on the stack, in the first-level cache
+/// (measured: as fast as whole-ring sums in per-thread buffers); chunks are the unit of
+/// parallel work of [`block_products`].
 const CHUNK: usize = 256;
 
 /// A residue mod q in split form.
@@ -63,8 +63,7 @@ pub(crate) fn split_scaled(value: u64) -> u64 {
 }
 
 /// One term of [`paired_sums`]: `shared` multiplies both `first` and `second`. Exactly one of
-/// `shared` or the pair (`first`, `second`) is [`split_scaled`], the other [`split`]. Sums of
-/// one half ([`sums_of_lists`] with one half) read `first` only.
+/// `shared` or the pair (`first`, `second`) is [`split_scaled`], the other [`split`].
 #[derive(Clone, Copy)]
 pub(crate) struct PairTerm<'a> {
     pub(crate) shared: &'a [u64],
@@ -85,7 +84,7 @@ pub(crate) fn paired_sums(
     let mut sums = ChunkSums::default();
     for start in (0..len).step_by(CHUNK) {
         let slots = start..len.min(start + CHUNK);
-        sums.compute::<2>(terms, slots.clone(), [&mut first[slots.clone()], &mut second[slots]]);
+        sums.compute(terms, slots.clone(), [&mut first[slots.clone()], &mut second[slots]]);
     }
     if let Some(init) = init_second {
         second.iter_mut().zip(init).for_each(|(o, &i)| *o = add_mod_q(*o, i));
@@ -263,11 +262,11 @@ impl Default for ChunkSums {
 impl ChunkSums {
     /// The reduced sums of `terms` over `slots` (at most [`CHUNK`] of them) into `out`, one
     /// slice per half.
-    fn compute<const HALVES: usize>(
+    fn compute(
         &mut self,
         terms: &[PairTerm<'_>],
         slots: std::ops::Range<usize>,
-        mut out: [&mut [u64]; HALVES],
+        mut out: [&mut [u64]; 2],
     ) {
         let width = slots.len();
         for (index, group) in terms.chunks(MAX_TERMS).enumerate() {
@@ -280,14 +279,12 @@ impl ChunkSums {
                 let (pass, tail) = rest.split_at(take);
                 let (lazy, at) = (&mut self.lazy, slots.clone());
                 match (pass, fresh) {
-                    ([a, b, c, d], true) => accumulate::<4, true, HALVES>(lazy, at, [a, b, c, d]),
-                    ([a, b, c, d], false) => {
-                        accumulate::<4, false, HALVES>(lazy, at, [a, b, c, d]);
-                    }
-                    ([a, b], true) => accumulate::<2, true, HALVES>(lazy, at, [a, b]),
-                    ([a, b], false) => accumulate::<2, false, HALVES>(lazy, at, [a, b]),
-                    ([a], true) => accumulate::<1, true, HALVES>(lazy, at, [a]),
-                    ([a], false) => accumulate::<1, false, HALVES>(lazy, at, [a]),
+                    ([a, b, c, d], true) => accumulate::<4, true>(lazy, at, [a, b, c, d]),
+                    ([a, b, c, d], false) => accumulate::<4, false>(lazy, at, [a, b, c, d]),
+                    ([a, b], true) => accumulate::<2, true>(lazy, at, [a, b]),
+                    ([a, b], false) => accumulate::<2, false>(lazy, at, [a, b]),
+                    ([a], true) => accumulate::<1, true>(lazy, at, [a]),
+                    ([a], false) => accumulate::<1, false>(lazy, at, [a]),
                     _ => unreachable!("passes take 4, 2 or 1 terms"),
                 }
                 fresh = false;
@@ -308,10 +305,10 @@ impl ChunkSums {
 }
 
 /// sums += (or, when FRESH, =) products of T terms over `slots` (lazy: `lo lo`,
-/// `lo hi + hi lo`, `hi hi` for each of the HALVES halves), in one pass over the chunk's sums.
+/// `lo hi + hi lo`, `hi hi` for each of the two halves), in one pass over the chunk's sums.
 /// Compiled for AVX-512, AVX2 and the baseline, chosen at run time.
 #[multiversion(targets("x86_64+avx512f+avx512vl", "x86_64+avx2"))]
-fn accumulate<const T: usize, const FRESH: bool, const HALVES: usize>(
+fn accumulate<const T: usize, const FRESH: bool>(
     sums: &mut [[u64; CHUNK]; 6],
     slots: std::ops::Range<usize>,
     terms: [&PairTerm<'_>; T],
@@ -322,12 +319,12 @@ fn accumulate<const T: usize, const FRESH: bool, const HALVES: usize>(
     let (low_2, mid_2, high_2) = (&mut low_2[..len], &mut mid_2[..len], &mut high_2[..len]);
     let shared = terms.map(|t| &t.shared[slots.clone()]);
     let first = terms.map(|t| &t.first[slots.clone()]);
-    let second = terms.map(|t| &t.second[if HALVES == 2 { slots.clone() } else { 0..0 }]);
+    let second = terms.map(|t| &t.second[slots.clone()]);
     for i in 0..len {
         let (mut l1, mut m1, mut h1) =
             if FRESH { (0, 0, 0) } else { (low_1[i], mid_1[i], high_1[i]) };
         let (mut l2, mut m2, mut h2) =
-            if FRESH || HALVES == 1 { (0, 0, 0) } else { (low_2[i], mid_2[i], high_2[i]) };
+            if FRESH { (0, 0, 0) } else { (low_2[i], mid_2[i], high_2[i]) };
         for t in 0..T {
             let (x, y) = (shared[t][i], first[t][i]);
             let (x_lo, x_hi) = (x & LOW_32, x >> 32);
@@ -335,18 +332,14 @@ fn accumulate<const T: usize, const FRESH: bool, const HALVES: usize>(
             l1 += x_lo * y_lo;
             m1 += x_lo * y_hi + x_hi * y_lo;
             h1 += x_hi * y_hi;
-            if HALVES == 2 {
-                let z = second[t][i];
-                let (z_lo, z_hi) = (z & LOW_32, z >> 32);
-                l2 += x_lo * z_lo;
-                m2 += x_lo * z_hi + x_hi * z_lo;
-                h2 += x_hi * z_hi;
-            }
+            let z = second[t][i];
+            let (z_lo, z_hi) = (z & LOW_32, z >> 32);
+            l2 += x_lo * z_lo;
+            m2 += x_lo * z_hi + x_hi * z_lo;
+            h2 += x_hi * z_hi;
         }
         (low_1[i], mid_1[i], high_1[i]) = (l1, m1, h1);
-        if HALVES == 2 {
-            (low_2[i], mid_2[i], high_2[i]) = (l2, m2, h2);
-        }
+        (low_2[i], mid_2[i], high_2[i]) = (l2, m2, h2);
     }
 }
 
