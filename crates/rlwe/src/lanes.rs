@@ -111,9 +111,15 @@ impl BlockWeights {
     /// From every accumulator's weight polynomials ([`split_scaled`], one per term, all of one
     /// length), accumulator by accumulator.
     pub(crate) fn new(polys: &[Vec<u64>], accumulators: usize) -> Self {
-        assert!(accumulators > 0 && polys.len() % accumulators == 0, "terms per accumulator");
+        assert!(
+            accumulators > 0 && polys.len().is_multiple_of(accumulators),
+            "terms per accumulator"
+        );
         let len = polys.first().map_or(0, Vec::len);
-        assert!(len % LANES == 0 && polys.iter().all(|p| p.len() == len), "one length of slots");
+        assert!(
+            len.is_multiple_of(LANES) && polys.iter().all(|p| p.len() == len),
+            "one length of slots"
+        );
         let mut values = Vec::with_capacity(polys.len() * len);
         for group in 0..len / LANES {
             for poly in polys {
@@ -174,6 +180,9 @@ pub(crate) fn block_products<const HALVES: usize>(
 /// [`block_products`] for the slot groups of one chunk (starting at slot `start`): each
 /// accumulator's lazy sums of one slot group stay in registers over all its terms, the
 /// conjugates' slots in the first-level cache over all accumulators.
+// Index loops over terms, halves and lanes: the shape in which the compiler turns each lane
+// loop into vector instructions.
+#[allow(clippy::needless_range_loop)]
 #[multiversion(targets("x86_64+avx512f+avx512vl", "x86_64+avx2"))]
 fn products_of_chunk(
     weights: &[u64],
