@@ -30,21 +30,14 @@ const _: () = assert!(Q == (Q_HIGH << 32) + 1);
 /// 2^54 mod q = FOLD 2^32 - 1: how the top limb folds down.
 const FOLD: u64 = 9;
 const _: () = assert!((1 << 54) - Q == FOLD * (1 << 32) - 1);
-/// 2^96 mod q: what [`reduce`] divides out.
+/// 2^96 mod q: what [`reduce_limbs`] divides out.
 const MONTGOMERY_FACTOR: u64 = ((1u128 << 96) % Q as u128) as u64;
 
 /// Terms one lazy sum may hold: `mid` gets two partial products (< 2^54 each) per term and
-/// must stay below 2^62, where [`reduce`]'s bounds hold.
+/// must stay below 2^62, where [`reduce_limbs`]'s bounds hold.
 pub(crate) const MAX_TERMS: usize = 127;
 
-/// Terms multiplied per pass over a chunk's lazy sums. Measured: 4 per pass is 1.6x faster
-/// than 1 per pass at 16 terms.
-const TERMS_PER_PASS: usize = 4;
-
-/// Slots summed at a time: in [`paired_sums`] every term meets a chunk before the next chunk
-/// starts, so the six lazy sums of a chunk (12 KB) live on the stack, in the first-level cache
-/// (measured: as fast as whole-ring sums in per-thread buffers); chunks are the unit of
-/// parallel work of [`block_products`].
+/// Slots per parallel task of [`block_products`].
 const CHUNK: usize = 256;
 
 /// A residue mod q in split form.
@@ -57,39 +50,10 @@ pub(crate) fn split_all(values: &[u64]) -> Vec<u64> {
     values.iter().map(|&v| split(v)).collect()
 }
 
-/// value 2^96 mod q in split form: the operand of a product that [`paired_sums`] stores.
+/// value 2^96 mod q in split form: the operand of a product that is stored (the encoded
+/// weights, the Galois keys), so that the reductions' 2^-96 cancels.
 pub(crate) fn split_scaled(value: u64) -> u64 {
     split((u128::from(value) * u128::from(MONTGOMERY_FACTOR) % u128::from(Q)) as u64)
-}
-
-/// One term of [`paired_sums`]: `shared` multiplies both `first` and `second`. Exactly one of
-/// `shared` or the pair (`first`, `second`) is [`split_scaled`], the other [`split`].
-#[derive(Clone, Copy)]
-pub(crate) struct PairTerm<'a> {
-    pub(crate) shared: &'a [u64],
-    pub(crate) first: &'a [u64],
-    pub(crate) second: &'a [u64],
-}
-
-/// `(sum_t shared_t first_t, init_second + sum_t shared_t second_t) mod q` pointwise (the two
-/// halves of a ciphertext that meet one plaintext, or one digit that meets both halves of a
-/// key), reduced. Every slice has the same length; `init_second` holds plain residues.
-pub(crate) fn paired_sums(
-    terms: &[PairTerm<'_>],
-    init_second: Option<&[u64]>,
-) -> (Vec<u64>, Vec<u64>) {
-    let len = terms.first().map_or_else(|| init_second.map_or(0, <[u64]>::len), |t| t.shared.len());
-    let mut first = vec![0u64; len];
-    let mut second = vec![0u64; len];
-    let mut sums = ChunkSums::default();
-    for start in (0..len).step_by(CHUNK) {
-        let slots = start..len.min(start + CHUNK);
-        sums.compute(terms, slots.clone(), [&mut first[slots.clone()], &mut second[slots]]);
-    }
-    if let Some(init) = init_second {
-        second.iter_mut().zip(init).for_each(|(o, &i)| *o = add_mod_q(*o, i));
-    }
-    (first, second)
 }
 
 /// Slots of one SIMD vector (AVX-512: 8 lanes of 64 bits; AVX2 takes two): the products'
@@ -256,99 +220,91 @@ fn prefetch_ahead(values: &[u64], at: usize) {
 #[cfg(not(target_arch = "x86_64"))]
 fn prefetch_ahead(_values: &[u64], _at: usize) {}
 
-/// The lazy sums (three per half) of one chunk of slots and a reduction buffer.
-struct ChunkSums {
-    lazy: [[u64; CHUNK]; 6],
-    reduced: [u64; CHUNK],
+/// A Galois key's digit polynomials (a and b parts, [`split_scaled`]) in the order
+/// [`key_switch_sums`] reads them: slot group, then digit, then part. One key is one stream.
+pub(crate) struct KeyLanes {
+    digits: usize,
+    values: Vec<u64>,
 }
 
-impl Default for ChunkSums {
-    fn default() -> Self {
-        Self { lazy: [[0; CHUNK]; 6], reduced: [0; CHUNK] }
-    }
-}
-
-impl ChunkSums {
-    /// The reduced sums of `terms` over `slots` (at most [`CHUNK`] of them) into `out`, one
-    /// slice per half.
-    fn compute(
-        &mut self,
-        terms: &[PairTerm<'_>],
-        slots: std::ops::Range<usize>,
-        mut out: [&mut [u64]; 2],
-    ) {
-        let width = slots.len();
-        for (index, group) in terms.chunks(MAX_TERMS).enumerate() {
-            // The first pass of a group overwrites the sums: no pass to clear them.
-            let mut fresh = true;
-            let mut rest = group;
-            while !rest.is_empty() {
-                let take =
-                    if rest.len() >= TERMS_PER_PASS { TERMS_PER_PASS } else { rest.len().min(2) };
-                let (pass, tail) = rest.split_at(take);
-                let (lazy, at) = (&mut self.lazy, slots.clone());
-                match (pass, fresh) {
-                    ([a, b, c, d], true) => accumulate::<4, true>(lazy, at, [a, b, c, d]),
-                    ([a, b, c, d], false) => accumulate::<4, false>(lazy, at, [a, b, c, d]),
-                    ([a, b], true) => accumulate::<2, true>(lazy, at, [a, b]),
-                    ([a, b], false) => accumulate::<2, false>(lazy, at, [a, b]),
-                    ([a], true) => accumulate::<1, true>(lazy, at, [a]),
-                    ([a], false) => accumulate::<1, false>(lazy, at, [a]),
-                    _ => unreachable!("passes take 4, 2 or 1 terms"),
-                }
-                fresh = false;
-                rest = tail;
-            }
-            for (out, parts) in out.iter_mut().zip(self.lazy.chunks_exact(3)) {
-                let parts = [&parts[0][..width], &parts[1][..width], &parts[2][..width]];
-                if index == 0 {
-                    reduce(parts, out);
-                } else {
-                    let reduced = &mut self.reduced[..width];
-                    reduce(parts, reduced);
-                    out.iter_mut().zip(&*reduced).for_each(|(o, &r)| *o = add_mod_q(*o, r));
-                }
+impl KeyLanes {
+    pub(crate) fn new(a: &[Vec<u64>], b: &[Vec<u64>]) -> Self {
+        let len = a.first().map_or(0, Vec::len);
+        assert!(
+            a.len() == b.len()
+                && len.is_multiple_of(LANES)
+                && a.iter().chain(b).all(|p| p.len() == len),
+            "a and b parts of one length per digit"
+        );
+        let mut values = Vec::with_capacity(2 * a.len() * len);
+        for group in 0..len / LANES {
+            for (a, b) in a.iter().zip(b) {
+                values.extend_from_slice(&a[group * LANES..][..LANES]);
+                values.extend_from_slice(&b[group * LANES..][..LANES]);
             }
         }
+        Self { digits: a.len(), values }
     }
 }
 
-/// sums += (or, when FRESH, =) products of T terms over `slots` (lazy: `lo lo`,
-/// `lo hi + hi lo`, `hi hi` for each of the two halves), in one pass over the chunk's sums.
-/// Compiled for AVX-512, AVX2 and the baseline, chosen at run time.
+/// `(sum_d digit_d key.a_d, init_b + sum_d digit_d key.b_d) mod q` pointwise: the sums of a key
+/// switch, from the split gadget digits (NTT form) of what is switched; `init_b` holds plain
+/// residues. Like [`block_products`], the key streams front to back and each slot group's
+/// lazy sums stay in registers over all digits.
+pub(crate) fn key_switch_sums(
+    digits: &[Vec<u64>],
+    key: &KeyLanes,
+    init_b: Option<&[u64]>,
+) -> (Vec<u64>, Vec<u64>) {
+    assert_eq!(digits.len(), key.digits, "one digit per key digit");
+    let len = key.values.len() / (2 * key.digits.max(1));
+    let mut a = vec![0u64; len];
+    let mut b = vec![0u64; len];
+    key_switch_lanes(digits, &key.values, &mut a, &mut b);
+    if let Some(init) = init_b {
+        b.iter_mut().zip(init).for_each(|(o, &i)| *o = add_mod_q(*o, i));
+    }
+    (a, b)
+}
+
+// Index loops, as in `products_of_chunk`: the shape that vectorises.
+#[allow(clippy::needless_range_loop)]
 #[multiversion(targets("x86_64+avx512f+avx512vl", "x86_64+avx2"))]
-fn accumulate<const T: usize, const FRESH: bool>(
-    sums: &mut [[u64; CHUNK]; 6],
-    slots: std::ops::Range<usize>,
-    terms: [&PairTerm<'_>; T],
-) {
-    let len = slots.len();
-    let [low_1, mid_1, high_1, low_2, mid_2, high_2] = sums;
-    let (low_1, mid_1, high_1) = (&mut low_1[..len], &mut mid_1[..len], &mut high_1[..len]);
-    let (low_2, mid_2, high_2) = (&mut low_2[..len], &mut mid_2[..len], &mut high_2[..len]);
-    let shared = terms.map(|t| &t.shared[slots.clone()]);
-    let first = terms.map(|t| &t.first[slots.clone()]);
-    let second = terms.map(|t| &t.second[slots.clone()]);
-    for i in 0..len {
-        let (mut l1, mut m1, mut h1) =
-            if FRESH { (0, 0, 0) } else { (low_1[i], mid_1[i], high_1[i]) };
-        let (mut l2, mut m2, mut h2) =
-            if FRESH { (0, 0, 0) } else { (low_2[i], mid_2[i], high_2[i]) };
-        for t in 0..T {
-            let (x, y) = (shared[t][i], first[t][i]);
-            let (x_lo, x_hi) = (x & LOW_32, x >> 32);
-            let (y_lo, y_hi) = (y & LOW_32, y >> 32);
-            l1 += x_lo * y_lo;
-            m1 += x_lo * y_hi + x_hi * y_lo;
-            h1 += x_hi * y_hi;
-            let z = second[t][i];
-            let (z_lo, z_hi) = (z & LOW_32, z >> 32);
-            l2 += x_lo * z_lo;
-            m2 += x_lo * z_hi + x_hi * z_lo;
-            h2 += x_hi * z_hi;
+fn key_switch_lanes(digits: &[Vec<u64>], key: &[u64], out_a: &mut [u64], out_b: &mut [u64]) {
+    let count = digits.len();
+    if count == 0 {
+        return;
+    }
+    for (group, key_group) in key.chunks_exact(count * 2 * LANES).enumerate() {
+        let slot = group * LANES;
+        let mut total = [[0u64; LANES]; 2];
+        for (index, first) in (0..count).step_by(MAX_TERMS).enumerate() {
+            let last = count.min(first + MAX_TERMS);
+            let mut lazy = [[[0u64; LANES]; 3]; 2];
+            for d in first..last {
+                let y = lanes_at(&digits[d], slot);
+                for half in 0..2 {
+                    let x = lanes_at(key_group, (2 * d + half) * LANES);
+                    for lane in 0..LANES {
+                        let (x_lo, x_hi) = (x[lane] & LOW_32, x[lane] >> 32);
+                        let (y_lo, y_hi) = (y[lane] & LOW_32, y[lane] >> 32);
+                        lazy[half][0][lane] += x_lo * y_lo;
+                        lazy[half][1][lane] += x_lo * y_hi + x_hi * y_lo;
+                        lazy[half][2][lane] += x_hi * y_hi;
+                    }
+                }
+            }
+            for half in 0..2 {
+                for lane in 0..LANES {
+                    let [low, mid, high] = &lazy[half];
+                    let reduced = reduce_limbs(low[lane], mid[lane], high[lane]);
+                    total[half][lane] =
+                        if index == 0 { reduced } else { add_mod_q(total[half][lane], reduced) };
+                }
+            }
         }
-        (low_1[i], mid_1[i], high_1[i]) = (l1, m1, h1);
-        (low_2[i], mid_2[i], high_2[i]) = (l2, m2, h2);
+        out_a[slot..][..LANES].copy_from_slice(&total[0]);
+        out_b[slot..][..LANES].copy_from_slice(&total[1]);
     }
 }
 
@@ -360,16 +316,6 @@ fn montgomery_step(x: u64) -> u64 {
     let low = x & LOW_32;
     let m = low.wrapping_neg() & LOW_32;
     (x >> 32) + u64::from(low != 0) + m * Q_HIGH
-}
-
-/// out = (low + mid 2^27 + high 2^54) 2^-96 mod q, for sums below 2^62 (see [`MAX_TERMS`]).
-#[multiversion(targets("x86_64+avx512f+avx512vl", "x86_64+avx2"))]
-fn reduce([low, mid, high]: [&[u64]; 3], out: &mut [u64]) {
-    let len = out.len();
-    let (low, mid, high) = (&low[..len], &mid[..len], &high[..len]);
-    for i in 0..len {
-        out[i] = reduce_limbs(low[i], mid[i], high[i]);
-    }
 }
 
 /// values <- values by mod q pointwise: `values` plain residues, `by` in [`split_scaled`]
@@ -413,57 +359,49 @@ mod tests {
         }) as u64
     }
 
+    fn uniform(rng: &mut ChaCha20Rng, len: usize) -> Vec<u64> {
+        let mut v = vec![0u64; len];
+        sample_uniform(rng, &mut v);
+        v
+    }
+
     #[test]
-    fn paired_sums_are_exact_at_the_extremes_and_beyond_one_lazy_group() {
+    fn key_switch_sums_are_exact_at_the_extremes_and_beyond_one_lazy_group() {
         let mut rng = ChaCha20Rng::seed_from_u64(5);
-        let len = 301;
-        let uniform = |rng: &mut ChaCha20Rng| {
-            let mut v = vec![0u64; len];
-            sample_uniform(rng, &mut v);
-            v
-        };
-        // More terms than one lazy sum holds, counts that need passes of 4, 2 and 1, and the
-        // largest residues in every slot of the first terms (the sums' worst case).
-        for count in [1, 2, 3, 5, 7, MAX_TERMS, MAX_TERMS + 6] {
-            let polys: Vec<[Vec<u64>; 3]> = (0..count)
-                .map(|t| {
-                    if t < 3 {
-                        std::array::from_fn(|_| vec![Q - 1; len])
-                    } else {
-                        std::array::from_fn(|_| uniform(&mut rng))
-                    }
-                })
-                .collect();
-            let init = uniform(&mut rng);
-            let scaled: Vec<Vec<u64>> =
-                polys.iter().map(|p| p[0].iter().map(|&v| split_scaled(v)).collect()).collect();
-            let plain: Vec<[Vec<u64>; 2]> =
-                polys.iter().map(|p| [split_all(&p[1]), split_all(&p[2])]).collect();
-            let terms: Vec<PairTerm<'_>> = scaled
-                .iter()
-                .zip(&plain)
-                .map(|(s, [f, g])| PairTerm { shared: s, first: f, second: g })
-                .collect();
-            let (first, second) = paired_sums(&terms, Some(&init));
+        let len = 304;
+        // More digits than one lazy sum holds, and the largest residues in every slot of the
+        // first digits and key parts (the sums' worst case).
+        for count in [1, 2, 5, 27, MAX_TERMS, MAX_TERMS + 6] {
+            let extreme_or_uniform = |rng: &mut ChaCha20Rng, t: usize| {
+                if t < 3 { vec![Q - 1; len] } else { uniform(rng, len) }
+            };
+            let digits: Vec<Vec<u64>> =
+                (0..count).map(|t| extreme_or_uniform(&mut rng, t)).collect();
+            let key_a: Vec<Vec<u64>> =
+                (0..count).map(|t| extreme_or_uniform(&mut rng, t)).collect();
+            let key_b: Vec<Vec<u64>> =
+                (0..count).map(|t| extreme_or_uniform(&mut rng, t)).collect();
+            let scaled = |polys: &[Vec<u64>]| -> Vec<Vec<u64>> {
+                polys.iter().map(|p| p.iter().map(|&v| split_scaled(v)).collect()).collect()
+            };
+            let key = KeyLanes::new(&scaled(&key_a), &scaled(&key_b));
+            let split_digits: Vec<Vec<u64>> = digits.iter().map(|d| split_all(d)).collect();
+            let init = uniform(&mut rng, len);
+            let (a, b) = key_switch_sums(&split_digits, &key, Some(&init));
             for i in 0..len {
-                let pairs = |k: usize| -> Vec<(u64, u64)> {
-                    polys.iter().map(|p| (p[0][i], p[k][i])).collect()
+                let pairs = |key: &[Vec<u64>]| -> Vec<(u64, u64)> {
+                    digits.iter().zip(key).map(|(d, k)| (d[i], k[i])).collect()
                 };
-                assert_eq!(first[i], exact(0, &pairs(1)), "{count} terms, slot {i}");
-                assert_eq!(second[i], exact(init[i], &pairs(2)), "{count} terms, slot {i}");
+                assert_eq!(a[i], exact(0, &pairs(&key_a)), "{count} digits, slot {i}");
+                assert_eq!(b[i], exact(init[i], &pairs(&key_b)), "{count} digits, slot {i}");
             }
         }
     }
 
     #[test]
-    fn block_products_match_paired_sums_in_both_halves_and_in_one() {
+    fn block_products_are_exact_in_both_halves_and_in_one() {
         let mut rng = ChaCha20Rng::seed_from_u64(7);
         let len = 600; // three chunks, the last one short
-        let uniform = |rng: &mut ChaCha20Rng| {
-            let mut v = vec![0u64; len];
-            sample_uniform(rng, &mut v);
-            v
-        };
         let accumulators = 3;
         // One term, several, and more than one lazy sum holds; the largest residues in the
         // first accumulator's first terms and conjugates (the sums' worst case).
@@ -471,36 +409,39 @@ mod tests {
             let conjugates: Vec<[Vec<u64>; 2]> = (0..terms)
                 .map(|t| {
                     if t < 3 {
-                        [vec![split(Q - 1); len], vec![split(Q - 1); len]]
+                        [vec![Q - 1; len], vec![Q - 1; len]]
                     } else {
-                        [split_all(&uniform(&mut rng)), split_all(&uniform(&mut rng))]
+                        [uniform(&mut rng, len), uniform(&mut rng, len)]
                     }
                 })
                 .collect();
-            let polys: Vec<Vec<u64>> = (0..accumulators * terms)
-                .map(|k| {
-                    let values = if k < 3 { vec![Q - 1; len] } else { uniform(&mut rng) };
-                    values.iter().map(|&v| split_scaled(v)).collect()
-                })
+            let weights: Vec<Vec<u64>> = (0..accumulators * terms)
+                .map(|k| if k < 3 { vec![Q - 1; len] } else { uniform(&mut rng, len) })
                 .collect();
-            let weights = BlockWeights::new(&polys, accumulators);
-            assert_eq!(weights.memory_bytes(), polys.len() * len * 8);
+            let scaled: Vec<Vec<u64>> =
+                weights.iter().map(|p| p.iter().map(|&v| split_scaled(v)).collect()).collect();
+            let encoded = BlockWeights::new(&scaled, accumulators);
+            assert_eq!(encoded.memory_bytes(), weights.len() * len * 8);
+            let split: Vec<[Vec<u64>; 2]> =
+                conjugates.iter().map(|[a, b]| [split_all(a), split_all(b)]).collect();
             let both: Vec<[&[u64]; 2]> =
-                conjugates.iter().map(|[a, b]| [a.as_slice(), b.as_slice()]).collect();
-            let one: Vec<[&[u64]; 1]> = conjugates.iter().map(|[a, _]| [a.as_slice()]).collect();
+                split.iter().map(|[a, b]| [a.as_slice(), b.as_slice()]).collect();
+            let one: Vec<[&[u64]; 1]> = split.iter().map(|[a, _]| [a.as_slice()]).collect();
             let (sums_both, sums_one) =
-                (block_products(&weights, &both), block_products(&weights, &one));
+                (block_products(&encoded, &both), block_products(&encoded, &one));
             for acc in 0..accumulators {
-                let terms: Vec<PairTerm<'_>> = (0..terms)
-                    .map(|t| PairTerm {
-                        shared: &polys[acc * terms + t],
-                        first: &conjugates[t][0],
-                        second: &conjugates[t][1],
-                    })
-                    .collect();
-                let (first, second) = paired_sums(&terms, None);
-                assert_eq!(sums_both[acc], [first.clone(), second], "{} terms", terms.len());
-                assert_eq!(sums_one[acc], [first], "{} terms", terms.len());
+                let expected: [Vec<u64>; 2] = std::array::from_fn(|half| {
+                    (0..len)
+                        .map(|i| {
+                            let pairs: Vec<(u64, u64)> = (0..terms)
+                                .map(|t| (weights[acc * terms + t][i], conjugates[t][half][i]))
+                                .collect();
+                            exact(0, &pairs)
+                        })
+                        .collect()
+                });
+                assert_eq!(sums_one[acc], [expected[0].clone()], "{terms} terms");
+                assert_eq!(sums_both[acc], expected, "{terms} terms");
             }
         }
     }
@@ -515,9 +456,7 @@ mod tests {
             (0..10_000)
                 .map(|_| std::array::from_fn(|_| rand_core::RngCore::next_u64(&mut rng) & max)),
         );
-        let columns: [Vec<u64>; 3] = std::array::from_fn(|k| values.iter().map(|v| v[k]).collect());
-        let mut out = vec![0u64; values.len()];
-        reduce([&columns[0], &columns[1], &columns[2]], &mut out);
+        let out: Vec<u64> = values.iter().map(|&[l, m, h]| reduce_limbs(l, m, h)).collect();
         let q = u128::from(Q);
         let inverse_factor = (0..96).fold(1u128, |acc, _| acc * q.div_ceil(2) % q); // 2^-96
         for (v, &r) in values.iter().zip(&out) {

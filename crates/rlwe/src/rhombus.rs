@@ -38,7 +38,7 @@ use rayon::prelude::*;
 use crate::error::RlweError;
 use crate::galois::{GaloisKeys, KeyNtt, MAX_DIGIT_BITS, MIN_DIGIT_BITS, decompose, gadget_digits};
 use crate::lanes::{
-    BlockWeights, PairTerm, block_products, multiply_in_place, paired_sums, split, split_all,
+    BlockWeights, KeyLanes, block_products, key_switch_sums, multiply_in_place, split, split_all,
     split_scaled,
 };
 use crate::params::{
@@ -925,29 +925,22 @@ pub struct RhombusKeys {
     /// Miner side, built on first use: the input keys with their NTT slots pre-permuted by
     /// their automorphism, so that a hoisted conjugate multiplies the shared digits slot by
     /// slot and permutes only its result (2 gathers per slot instead of one per digit).
-    /// Split and scaled for [`paired_sums`], as are the tree keys.
+    /// Laid out for [`key_switch_sums`], as are the tree keys.
     prepared: OnceLock<HashMap<usize, PreparedKey>>,
-    tree_split: OnceLock<HashMap<usize, SplitKey>>,
+    tree_split: OnceLock<HashMap<usize, KeyLanes>>,
 }
 
-/// A key's digit polynomials (a and b parts, NTT form), split and scaled for
-/// [`paired_sums`].
-struct SplitKey {
-    a: Vec<Vec<u64>>,
-    b: Vec<Vec<u64>>,
-}
-
-impl SplitKey {
-    fn of(key_a: &[Vec<u64>], key_b: &[Vec<u64>]) -> Self {
-        let all = |polys: &[Vec<u64>]| {
-            polys.iter().map(|p| p.iter().map(|&v| split_scaled(v)).collect()).collect()
-        };
-        Self { a: all(key_a), b: all(key_b) }
-    }
+/// A key's digit polynomials (a and b parts, NTT form), split, scaled and laid out for
+/// [`key_switch_sums`].
+fn key_lanes(key_a: &[Vec<u64>], key_b: &[Vec<u64>]) -> KeyLanes {
+    let scaled = |polys: &[Vec<u64>]| -> Vec<Vec<u64>> {
+        polys.iter().map(|p| p.iter().map(|&v| split_scaled(v)).collect()).collect()
+    };
+    KeyLanes::new(&scaled(key_a), &scaled(key_b))
 }
 
 struct PreparedKey {
-    key: SplitKey,
+    key: KeyLanes,
     permutation: Vec<u32>,
 }
 
@@ -1009,7 +1002,7 @@ impl RhombusKeys {
                             })
                             .collect()
                     };
-                    let key = SplitKey::of(&permute(a), &permute(b));
+                    let key = key_lanes(&permute(a), &permute(b));
                     (k, PreparedKey { key, permutation })
                 })
                 .collect()
@@ -1017,10 +1010,10 @@ impl RhombusKeys {
     }
 
     /// The tree keys in split form, built once.
-    fn tree_split(&self) -> &HashMap<usize, SplitKey> {
+    fn tree_split(&self) -> &HashMap<usize, KeyLanes> {
         self.tree_split.get_or_init(|| {
             let keys: Vec<(usize, KeyNtt<'_>)> = self.tree.keys_ntt().collect();
-            keys.into_par_iter().map(|(k, (a, b))| (k, SplitKey::of(a, b))).collect()
+            keys.into_par_iter().map(|(k, (a, b))| (k, key_lanes(a, b))).collect()
         })
     }
 
@@ -1599,35 +1592,25 @@ fn ntt_digits(
     digits
 }
 
-/// `(sum_d digit_d key.a_d, init_b + sum_d digit_d key.b_d)`: the key-switching sums.
-fn key_switch_sums(digits: &[Vec<u64>], key: &SplitKey, init_b: &[u64]) -> NttCt {
-    let terms: Vec<PairTerm<'_>> = digits
-        .iter()
-        .zip(key.a.iter().zip(&key.b))
-        .map(|(digit, (a, b))| PairTerm { shared: digit, first: a, second: b })
-        .collect();
-    let (a, b) = paired_sums(&terms, Some(init_b));
-    NttCt { a, b }
-}
-
 /// sigma_k(ct) switched back to s, from the split gadget digits of sigma_k(ct.a) (NTT form)
 /// and ct.b (NTT form, times N^-1): sigma_k of ct.b is a permutation of its NTT slots. Keys
 /// are NTT(key) N^-1, so the result is in the same scaled NTT form.
 fn switch_rotated(
     digits: &[Vec<u64>],
-    key: &SplitKey,
+    key: &KeyLanes,
     b_scaled: &[u64],
     permutation: &[u32],
 ) -> NttCt {
-    key_switch_sums(digits, key, &permute(b_scaled, permutation))
+    let (a, b) = key_switch_sums(digits, key, Some(&permute(b_scaled, permutation)));
+    NttCt { a, b }
 }
 
 /// A hoisted conjugate: the digits of the unrotated mask meet the pre-permuted key slot by
 /// slot (slot m of the rotated ciphertext is slot perm^-1(m) of the result), then the sums and
 /// ct.b are permuted once: slot i of the result is slot perm(i) of the sums.
 fn switch_hoisted(digits: &[Vec<u64>], key: &PreparedKey, b_scaled: &[u64]) -> NttCt {
-    let sums = key_switch_sums(digits, &key.key, b_scaled);
-    NttCt { a: permute(&sums.a, &key.permutation), b: permute(&sums.b, &key.permutation) }
+    let (a, b) = key_switch_sums(digits, &key.key, Some(b_scaled));
+    NttCt { a: permute(&a, &key.permutation), b: permute(&b, &key.permutation) }
 }
 
 const UPLOAD_MAGIC: [u8; 2] = *b"BX";
