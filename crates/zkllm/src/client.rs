@@ -220,21 +220,19 @@ impl EncryptedBackend {
             .map(|(index, code)| (index, code, ChaCha20Rng::from_rng(&mut self.rng)))
             .collect();
         let mask_seed = &self.mask_seed;
-        let inputs = seeded
-            .into_par_iter()
-            .map(|(index, code, mut rng)| {
-                let masks = upload_mask_seeds(
-                    mask_seed,
-                    layer as u32,
-                    stage,
-                    index,
-                    plan.plan.upload_cts(),
-                );
-                let upload =
-                    rhombus_encrypt_with_masks(&plan.key, &plan.plan, code, &masks, &mut rng)?;
-                Ok(vec![upload.to_bytes()])
-            })
-            .collect::<Result<Vec<Vec<Vec<u8>>>, ZkError>>()?;
+        let encrypt = |(index, code, mut rng): (u64, &Vec<i8>, ChaCha20Rng)| {
+            let masks =
+                upload_mask_seeds(mask_seed, layer as u32, stage, index, plan.plan.upload_cts());
+            let upload = rhombus_encrypt_with_masks(&plan.key, &plan.plan, code, &masks, &mut rng)?;
+            Ok(vec![upload.to_bytes()])
+        };
+        // One token (decode) stays on this thread: handing it to the pool and back costs
+        // two thread wake-ups a round.
+        let inputs = if seeded.len() == 1 {
+            seeded.into_iter().map(encrypt).collect::<Result<Vec<Vec<Vec<u8>>>, ZkError>>()?
+        } else {
+            seeded.into_par_iter().map(encrypt).collect::<Result<Vec<Vec<Vec<u8>>>, ZkError>>()?
+        };
         let mut crypto = started.elapsed();
 
         let request_id = self.next_request;
@@ -266,17 +264,19 @@ impl EncryptedBackend {
         }
 
         let started = Instant::now();
-        let products = outputs
-            .par_iter()
-            .map(|vector| {
-                let results = vector
-                    .iter()
-                    .enumerate()
-                    .map(|(block, bytes)| RhombusResult::from_bytes(&plan.plan, block, bytes))
-                    .collect::<Result<Vec<_>, _>>()?;
-                Ok(rhombus_decrypt(&plan.key, &plan.plan, &results, plan.bound)?)
-            })
-            .collect::<Result<Vec<_>, ZkError>>()?;
+        let decrypt = |vector: &Vec<Vec<u8>>| {
+            let results = vector
+                .iter()
+                .enumerate()
+                .map(|(block, bytes)| RhombusResult::from_bytes(&plan.plan, block, bytes))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rhombus_decrypt(&plan.key, &plan.plan, &results, plan.bound)?)
+        };
+        let products = if outputs.len() == 1 {
+            outputs.iter().map(decrypt).collect::<Result<Vec<_>, ZkError>>()?
+        } else {
+            outputs.par_iter().map(decrypt).collect::<Result<Vec<_>, ZkError>>()?
+        };
         crypto += started.elapsed();
         self.stats.client_crypto += crypto;
         Ok(products)
