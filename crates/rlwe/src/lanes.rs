@@ -258,8 +258,7 @@ pub(crate) fn key_switch_sums(
 ) -> (Vec<u64>, Vec<u64>) {
     assert_eq!(digits.len(), key.digits, "one digit per key digit");
     let len = key.values.len() / (2 * key.digits.max(1));
-    let mut a = vec![0u64; len];
-    let mut b = vec![0u64; len];
+    let (mut a, mut b) = (Vec::with_capacity(len), Vec::with_capacity(len));
     key_switch_lanes(digits, &key.values, &mut a, &mut b);
     if let Some(init) = init_b {
         b.iter_mut().zip(init).for_each(|(o, &i)| *o = add_mod_q(*o, i));
@@ -270,7 +269,7 @@ pub(crate) fn key_switch_sums(
 // Index loops, as in `products_of_chunk`: the shape that vectorises.
 #[allow(clippy::needless_range_loop)]
 #[multiversion(targets("x86_64+avx512f+avx512vl", "x86_64+avx2"))]
-fn key_switch_lanes(digits: &[Vec<u64>], key: &[u64], out_a: &mut [u64], out_b: &mut [u64]) {
+fn key_switch_lanes(digits: &[Vec<u64>], key: &[u64], out_a: &mut Vec<u64>, out_b: &mut Vec<u64>) {
     let count = digits.len();
     if count == 0 {
         return;
@@ -303,8 +302,8 @@ fn key_switch_lanes(digits: &[Vec<u64>], key: &[u64], out_a: &mut [u64], out_b: 
                 }
             }
         }
-        out_a[slot..][..LANES].copy_from_slice(&total[0]);
-        out_b[slot..][..LANES].copy_from_slice(&total[1]);
+        out_a.extend_from_slice(&total[0]);
+        out_b.extend_from_slice(&total[1]);
     }
 }
 

@@ -28,7 +28,7 @@
 //! Everything between the upload and the final switch stays in NTT form (values times N^-1),
 //! so a tree key switch costs one inverse NTT plus one forward NTT per digit.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::OnceLock;
 
 use multiversion::multiversion;
@@ -70,7 +70,7 @@ struct NttCt {
 }
 
 impl NttCt {
-    /// The same ciphertext in split form, for [`paired_sums`].
+    /// The same ciphertext in split form, for [`block_products`].
     fn split(self) -> Self {
         Self { a: split_all(&self.a), b: split_all(&self.b) }
     }
@@ -1338,7 +1338,9 @@ impl RhombusMatrix {
 
     /// The conjugates tau_j(upload) of every part (j < g0 of the part), in NTT form, from one
     /// hoisted decomposition per part; split for the products. `b_parts` None: every b = 0
-    /// (the masks' share, [`Self::precompute`]).
+    /// (the masks' share, [`Self::precompute`]). A narrower part's automorphisms are among the
+    /// widest part's: the parts that share one are switched one after the other on one
+    /// thread, so its key (884 KB at 2-bit digits) comes from memory once.
     fn conjugates(
         &self,
         mask_seeds: &[[u8; 32]],
@@ -1346,46 +1348,64 @@ impl RhombusMatrix {
         keys: &RhombusKeys,
     ) -> Result<Vec<NttCt>, RlweError> {
         let b_parts = b_parts.unwrap_or_else(|| vec![vec![0; N]; self.plan.parts.len()]);
-        let per_part: Vec<Vec<NttCt>> = b_parts
+        let digit_bits = keys.input().map(GaloisKeys::digit_bits);
+        let identities: Vec<(NttCt, Option<Vec<Vec<u64>>>)> = b_parts
             .into_par_iter()
             .zip(mask_seeds)
             .zip(&self.plan.parts)
-            .map(|((b, seed), part)| self.part_conjugates(seed, b, part, keys))
-            .collect::<Result<_, RlweError>>()?;
-        Ok(per_part.into_iter().flatten().collect())
-    }
-
-    fn part_conjugates(
-        &self,
-        mask_seed: &[u8; 32],
-        b: Vec<u64>,
-        part: &ColumnPart,
-        keys: &RhombusKeys,
-    ) -> Result<Vec<NttCt>, RlweError> {
-        let mut a = expand_mask_ntt(mask_seed);
-        self.params.ntt().scale_by_inverse_n(&mut a);
-        let identity = NttCt { a, b };
-        let g0 = self.plan.part_g0(part);
-        let Some(input) = keys.input().filter(|_| g0 > 1) else {
-            return Ok(vec![identity.split()]);
-        };
-        let digits = ntt_digits(&self.params, &identity.a, None, input.digit_bits());
+            .map(|((b, seed), part)| {
+                let mut a = expand_mask_ntt(seed);
+                self.params.ntt().scale_by_inverse_n(&mut a);
+                let digits = digit_bits
+                    .filter(|_| self.plan.part_g0(part) > 1)
+                    .map(|bits| ntt_digits(&self.params, &a, None, bits));
+                (NttCt { a, b }, digits)
+            })
+            .collect();
+        // Every (part, j) by automorphism, in order of exponent.
+        let mut uses: BTreeMap<usize, Vec<(usize, usize)>> = BTreeMap::new();
+        for (p, part) in self.plan.parts.iter().enumerate() {
+            if identities[p].1.is_some() {
+                for j in 1..self.plan.part_g0(part) {
+                    uses.entry(conjugate_exponent(part.h(), j)).or_default().push((p, j));
+                }
+            }
+        }
         let prepared = keys.prepared(&self.params);
-        let others: Vec<NttCt> = (1..g0)
+        let switched: Vec<Vec<(usize, usize, NttCt)>> = uses
             .into_par_iter()
-            .map(|j| {
-                let k = conjugate_exponent(part.h(), j);
+            .map(|(k, uses)| {
                 let key = prepared.get(&k).ok_or_else(|| RlweError::LayoutMismatch {
                     what: "Galois keys",
                     detail: format!("no key for the automorphism X -> X^{k}"),
                 })?;
-                Ok(switch_hoisted(&digits, key, &identity.b).split())
+                Ok(uses
+                    .into_iter()
+                    .map(|(p, j)| {
+                        let (identity, digits) = &identities[p];
+                        let digits = digits.as_ref().expect("parts with conjugates have digits");
+                        (p, j, switch_hoisted(digits, key, &identity.b).split())
+                    })
+                    .collect())
             })
             .collect::<Result<_, RlweError>>()?;
-        let mut all = Vec::with_capacity(g0);
-        all.push(identity.split());
-        all.extend(others);
-        Ok(all)
+        let mut per_part: Vec<Vec<Option<NttCt>>> = self
+            .plan
+            .parts
+            .iter()
+            .map(|part| (0..self.plan.part_g0(part)).map(|_| None).collect())
+            .collect();
+        for (p, (identity, _)) in identities.into_iter().enumerate() {
+            per_part[p][0] = Some(identity.split());
+        }
+        for (p, j, conjugate) in switched.into_iter().flatten() {
+            per_part[p][j] = Some(conjugate);
+        }
+        Ok(per_part
+            .into_iter()
+            .flatten()
+            .map(|conjugate| conjugate.expect("every conjugate is computed"))
+            .collect())
     }
 
     /// The tree's slots of `block`, filled with its accumulators.
