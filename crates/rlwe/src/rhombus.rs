@@ -419,9 +419,9 @@ impl RhombusPlan {
     /// first, so two slots meet at the bottom when they differ only in the highest bits:
     /// accumulator i goes to bit-reverse(i) (over the accumulators padded to a power of two),
     /// times the spacing S / padded. Consecutive accumulators then fill whole subtrees (the
-    /// merges happen at the bottom of the tree, about one key switch per accumulator even when
-    /// their count is not a power of two: 146 instead of 255 for 144) and the single-node trace
-    /// levels sit at the top, once per block.
+    /// merges happen at the bottom of the tree: one key switch per accumulator but one, 143
+    /// for 144, where interleaved they would have met only near the top) and the levels above
+    /// the last merge, with one side empty, cost nothing.
     fn slot(&self, block: usize, accumulator: usize) -> usize {
         let padded = self.accumulators(block).next_power_of_two();
         let spacing = self.stride() / padded;
@@ -437,6 +437,15 @@ impl RhombusPlan {
     fn position(&self, block: usize, row: usize) -> usize {
         let (accumulator, p) = (row >> self.u, row & ((1 << self.u) - 1));
         p * self.stride() + self.slot(block, accumulator)
+    }
+
+    /// [`tree_merges`] of `block`'s packing tree.
+    fn tree(&self, block: usize) -> (bool, usize, Vec<u32>) {
+        let mut occupied = vec![false; self.stride()];
+        for accumulator in 0..self.accumulators(block) {
+            occupied[self.slot(block, accumulator)] = true;
+        }
+        tree_merges(&occupied)
     }
 
     /// Automorphism exponents of the input conjugates (1 + j 2^(h+1), j = 1..g0, of every part;
@@ -460,15 +469,7 @@ impl RhombusPlan {
     /// Key switches per input vector: g0 - 1 hoisted input conjugates per part, plus one per
     /// non-empty internal node of each block's tree.
     pub fn key_switches(&self) -> (usize, usize) {
-        let tree = (0..self.result_cts())
-            .map(|block| {
-                let mut occupied = vec![false; self.stride()];
-                for accumulator in 0..self.accumulators(block) {
-                    occupied[self.slot(block, accumulator)] = true;
-                }
-                tree_switches(&occupied).1
-            })
-            .sum();
+        let tree = (0..self.result_cts()).map(|block| self.tree(block).1).sum();
         let input = self.parts.iter().map(|part| self.part_g0(part) - 1).sum();
         (input, tree)
     }
@@ -556,17 +557,24 @@ fn conjugate_exponent(h: u32, j: usize) -> usize {
     (1 + (j << (h + 1))) % (2 * N)
 }
 
-/// (non-empty, key switches) of the packing tree over `occupied` slots (same recursion as
-/// `RhombusMatrix::pack_tree`: every non-empty internal node costs one key switch).
-fn tree_switches(occupied: &[bool]) -> (bool, usize) {
+/// The packing tree over `occupied` slots, by the same recursion as
+/// `RhombusMatrix::pack_tree`: whether any slot is occupied, its key switches (one per node
+/// with both sides occupied), and per slot the merges above it (each doubles what the slot
+/// carries; a node with one side empty passes it up unchanged).
+fn tree_merges(occupied: &[bool]) -> (bool, usize, Vec<u32>) {
     if occupied.len() == 1 {
-        return (occupied[0], 0);
+        return (occupied[0], 0, vec![0]);
     }
     let even: Vec<bool> = occupied.iter().step_by(2).copied().collect();
     let odd: Vec<bool> = occupied.iter().skip(1).step_by(2).copied().collect();
-    let (e, e_count) = tree_switches(&even);
-    let (o, o_count) = tree_switches(&odd);
-    (e || o, e_count + o_count + usize::from(e || o))
+    let (e, e_switches, e_merges) = tree_merges(&even);
+    let (o, o_switches, o_merges) = tree_merges(&odd);
+    let merge = u32::from(e && o);
+    let mut merges = vec![0; occupied.len()];
+    for (i, (&even, &odd)) in e_merges.iter().zip(&o_merges).enumerate() {
+        (merges[2 * i], merges[2 * i + 1]) = (even + merge, odd + merge);
+    }
+    (e || o, e_switches + o_switches + merge as usize, merges)
 }
 
 /// Serialised size of one Rhombus upload with b at `upload_bits` bits.
@@ -1098,7 +1106,13 @@ impl RhombusMatrix {
         if sigmas < MIN_NOISE_SIGMAS {
             return Err(RlweError::NoiseBudgetExceeded { sigmas, required: MIN_NOISE_SIGMAS });
         }
-        let s_inverse = Q - (Q - 1) / plan.stride() as u64; // S^-1 mod q (q = 1 mod 2^32)
+        // The tree doubles what an accumulator carries at each merge above it: its weights
+        // are divided by that in advance, 2^-m = q - (q - 1) / 2^m (q = 1 mod 2^32).
+        let merges: Vec<Vec<u32>> =
+            (0..plan.result_cts()).map(|block| plan.tree(block).2).collect();
+        let inverse_factor = |block: usize, accumulator: usize| {
+            Q - ((Q - 1) >> merges[block][plan.slot(block, accumulator)])
+        };
         // Per accumulator: the conjugates of each part in turn, as `conjugates` makes them.
         let conjugates: Vec<(&ColumnPart, usize)> = plan
             .parts
@@ -1119,7 +1133,7 @@ impl RhombusMatrix {
                 let mut poly: Vec<u64> =
                     twisted_weights(plan, weights_row_major, block, accumulator, part, j)
                         .into_iter()
-                        .map(|w| mul_mod(to_residue(w), s_inverse))
+                        .map(|w| mul_mod(to_residue(w), inverse_factor(block, accumulator)))
                         .collect();
                 params.ntt().forward(&mut poly);
                 poly.into_iter().map(split_scaled).collect()
@@ -1478,7 +1492,13 @@ impl RhombusMatrix {
     /// PackLWEs over `nodes` (length a power of two; node v ends at offset v):
     /// pack = pack(even) + X^h pack(odd) + KS_k(pack(even) - X^h pack(odd)), h = S / len,
     /// k = N / h + 1, all in NTT form (see `crate::packing` for why the garbage cancels);
-    /// `switch` is KS_k.
+    /// `switch` is KS_k. Where one side is empty, the other passes up as it is (times X^h on
+    /// the odd side): the trace step e + KS_k(e) would only clear the coefficients the empty
+    /// side would have filled, which carry no row and which no later step moves onto one (a
+    /// coefficient i not = 0 mod h stays so under X -> X^k and under the shifts above), so the
+    /// client, which reads the rows alone, never sees them. It saves one key switch per such
+    /// node (11 of a SmolLM2 layer's 123); the doubling it would have done is left out of the
+    /// accumulator's weights ([`tree_merges`]).
     fn pack_tree<T: TreeNode>(
         &self,
         nodes: Vec<Option<T>>,
@@ -1503,14 +1523,8 @@ impl RhombusMatrix {
         let shift = &self.automorphisms.shifts[h.trailing_zeros() as usize];
         Ok(match (even, odd) {
             (None, None) => None,
-            (Some(mut e), None) => {
-                let switched = switch(&e, k)?;
-                e.add(&switched);
-                Some(e)
-            }
+            (Some(e), None) => Some(e),
             (None, Some(mut o)) => {
-                let switched = switch(&o, k)?;
-                o.add(&switched);
                 o.shift(shift);
                 Some(o)
             }
@@ -2383,9 +2397,10 @@ mod tests {
         assert!(RhombusPlan::new(&params, 576, 5, 0, 20, 0, 9).is_err(), "upload bits");
         let plan = RhombusPlan::new(&params, 576, 960, 0, 54, 0, 9).unwrap();
         assert_eq!(plan.tree_exponents().len(), 10);
-        // 144 accumulators of 4 rows: one trace level at the top, then 72 + 36 + ... + 1.
+        // 144 accumulators of 4 rows: 143 merges, one key switch each; the nodes with one
+        // side empty (the top level, and where 144 is not a power of two) cost none.
         let down = RhombusPlan::new(&i8_params(1536), 1536, 576, 2, 54, 1, 6).unwrap();
-        assert_eq!(down.key_switches(), (3, 147));
+        assert_eq!(down.key_switches(), (3, 143));
         assert_eq!(down.products(), 576);
         assert!(plan.input_exponents().is_empty());
         let weights = vec![1i8; 960 * 576];
