@@ -321,8 +321,10 @@ impl Params {
     ///   squared norms of the twisted weight polynomials that multiply each conjugate's
     ///   key-switch noise (proxy [`crate::key_switch_noise_proxy`]`(input_digit_bits)` per
     ///   coefficient, the coefficients treated as independent: the standard heuristic);
-    /// * the output tree: `tree_levels` levels of key switches, level l's noise doubled by the
-    ///   levels above it: proxy key_switch_noise_proxy(tree_digit_bits) (4^L - 1) / 3.
+    /// * the output tree: `tree_levels` merges on a row's longest path to the root, one key
+    ///   switch each, each one's noise doubled by the merges above it: proxy
+    ///   key_switch_noise_proxy(tree_digit_bits) (4^L - 1) / 3 (the nodes with one side
+    ///   empty pass their content up unchanged and add nothing).
     ///
     /// Plus the rounding of the switch to q'', (N + 1)/12.
     #[allow(clippy::too_many_arguments)]

@@ -439,6 +439,15 @@ impl RhombusPlan {
         p * self.stride() + self.slot(block, accumulator)
     }
 
+    /// Merges on the longest path from an accumulator to the root, over all blocks: the
+    /// key switches whose noise a row's result carries (each doubled by the merges above it).
+    fn tree_depth(&self) -> u32 {
+        (0..self.result_cts())
+            .filter_map(|block| self.tree(block).2.into_iter().max())
+            .max()
+            .unwrap_or(0)
+    }
+
     /// [`tree_merges`] of `block`'s packing tree.
     fn tree(&self, block: usize) -> (bool, usize, Vec<u32>) {
         let mut occupied = vec![false; self.stride()];
@@ -711,7 +720,7 @@ impl NoiseEnergy {
             self.fresh,
             self.input_key_switch,
             plan.input_digit_bits,
-            LOG_N - plan.u,
+            plan.tree_depth(),
             plan.tree_digit_bits,
         )
     }
@@ -2378,9 +2387,9 @@ mod tests {
             rhombus_worst_case_noise_sigmas(&params, &plan)
         };
         let fits = |sigmas: f64| sigmas >= MIN_NOISE_SIGMAS;
-        assert!(fits(margin(576, 0, 0, 7)) && !fits(margin(576, 0, 0, 8)));
-        assert!(fits(margin(576, 1, 1, 8)));
-        assert!(fits(margin(1536, 0, 0, 4)) && !fits(margin(1536, 0, 0, 5)));
+        assert!(fits(margin(576, 0, 0, 8)) && !fits(margin(576, 0, 0, 9)));
+        assert!(fits(margin(576, 1, 1, 9)) && fits(margin(576, 1, 2, 8)));
+        assert!(fits(margin(1536, 0, 0, 6)) && !fits(margin(1536, 0, 0, 7)));
         for tree_bits in MIN_DIGIT_BITS..=MAX_DIGIT_BITS {
             assert!(!fits(margin(576, 2, 1, tree_bits)), "g0 = 4 at 576");
             assert!(!fits(margin(1536, 1, 1, tree_bits)), "g0 = 2 at 1536");
