@@ -144,9 +144,6 @@ pub(crate) fn block_products<const HALVES: usize>(
 /// [`block_products`] for the slot groups of one chunk (starting at slot `start`): each
 /// accumulator's lazy sums of one slot group stay in registers over all its terms, the
 /// conjugates' slots in the first-level cache over all accumulators.
-// Index loops over terms, halves and lanes: the shape in which the compiler turns each lane
-// loop into vector instructions.
-#[allow(clippy::needless_range_loop)]
 #[multiversion(targets("x86_64+avx512f+avx512vl", "x86_64+avx2"))]
 fn products_of_chunk(
     weights: &[u64],
@@ -159,39 +156,51 @@ fn products_of_chunk(
     for (group, group_weights) in weights.chunks_exact(accumulators * terms * LANES).enumerate() {
         let slot = start + group * LANES;
         for acc_weights in group_weights.chunks_exact(terms * LANES) {
-            let mut total = [[0u64; LANES]; 2];
-            for (index, first_term) in (0..terms).step_by(MAX_TERMS).enumerate() {
-                let last = terms.min(first_term + MAX_TERMS);
-                let mut lazy = [[[0u64; LANES]; 3]; 2];
-                for t in first_term..last {
-                    prefetch_ahead(acc_weights, t * LANES);
-                    let x = lanes_at(acc_weights, t * LANES);
-                    for half in 0..2 {
-                        let y = lanes_at(conjugates[t][half], slot);
-                        for lane in 0..LANES {
-                            let (x_lo, x_hi) = (x[lane] & LOW_32, x[lane] >> 32);
-                            let (y_lo, y_hi) = (y[lane] & LOW_32, y[lane] >> 32);
-                            lazy[half][0][lane] += x_lo * y_lo;
-                            lazy[half][1][lane] += x_lo * y_hi + x_hi * y_lo;
-                            lazy[half][2][lane] += x_hi * y_hi;
-                        }
-                    }
-                }
-                for half in 0..2 {
-                    for lane in 0..LANES {
-                        let [low, mid, high] = &lazy[half];
-                        let reduced = reduce_limbs(low[lane], mid[lane], high[lane]);
-                        total[half][lane] = if index == 0 {
-                            reduced
-                        } else {
-                            add_mod_q(total[half][lane], reduced)
-                        };
-                    }
-                }
-            }
-            out.push(total);
+            out.push(slot_group_sums(terms, |t| {
+                prefetch_ahead(acc_weights, t * LANES);
+                let halves = [lanes_at(conjugates[t][0], slot), lanes_at(conjugates[t][1], slot)];
+                (lanes_at(acc_weights, t * LANES), halves)
+            }));
         }
     }
+}
+
+/// For one slot group, the reduced sums over `terms` terms of `shared * half` in each of two
+/// halves, where `operands(t)` gives term t's (shared, [half 0, half 1]): lazy over
+/// [`MAX_TERMS`] terms at a time, in registers. Index loops over halves and lanes: the shape
+/// in which the compiler turns each lane loop into vector instructions.
+#[allow(clippy::needless_range_loop)]
+#[inline(always)]
+fn slot_group_sums(
+    terms: usize,
+    operands: impl Fn(usize) -> ([u64; LANES], [[u64; LANES]; 2]),
+) -> [[u64; LANES]; 2] {
+    let mut total = [[0u64; LANES]; 2];
+    for (index, first_term) in (0..terms).step_by(MAX_TERMS).enumerate() {
+        let mut lazy = [[[0u64; LANES]; 3]; 2];
+        for t in first_term..terms.min(first_term + MAX_TERMS) {
+            let (x, halves) = operands(t);
+            for half in 0..2 {
+                let y = halves[half];
+                for lane in 0..LANES {
+                    let (x_lo, x_hi) = (x[lane] & LOW_32, x[lane] >> 32);
+                    let (y_lo, y_hi) = (y[lane] & LOW_32, y[lane] >> 32);
+                    lazy[half][0][lane] += x_lo * y_lo;
+                    lazy[half][1][lane] += x_lo * y_hi + x_hi * y_lo;
+                    lazy[half][2][lane] += x_hi * y_hi;
+                }
+            }
+        }
+        for half in 0..2 {
+            for lane in 0..LANES {
+                let [low, mid, high] = &lazy[half];
+                let reduced = reduce_limbs(low[lane], mid[lane], high[lane]);
+                total[half][lane] =
+                    if index == 0 { reduced } else { add_mod_q(total[half][lane], reduced) };
+            }
+        }
+    }
+    total
 }
 
 fn lanes_at(values: &[u64], at: usize) -> [u64; LANES] {
@@ -228,13 +237,22 @@ pub(crate) struct KeyLanes {
 }
 
 impl KeyLanes {
-    pub(crate) fn new(a: &[Vec<u64>], b: &[Vec<u64>]) -> Self {
+    /// From a key's digit polynomials as plain residues (they are split and scaled here).
+    pub(crate) fn of_residues(a: &[Vec<u64>], b: &[Vec<u64>]) -> Self {
+        let scaled = |polys: &[Vec<u64>]| -> Vec<Vec<u64>> {
+            polys.iter().map(|p| p.iter().map(|&v| split_scaled(v)).collect()).collect()
+        };
+        Self::new(&scaled(a), &scaled(b))
+    }
+
+    fn new(a: &[Vec<u64>], b: &[Vec<u64>]) -> Self {
         let len = a.first().map_or(0, Vec::len);
         assert!(
-            a.len() == b.len()
+            !a.is_empty()
+                && a.len() == b.len()
                 && len.is_multiple_of(LANES)
                 && a.iter().chain(b).all(|p| p.len() == len),
-            "a and b parts of one length per digit"
+            "a and b parts of one length for each of at least one digit"
         );
         let mut values = Vec::with_capacity(2 * a.len() * len);
         for group in 0..len / LANES {
@@ -254,56 +272,29 @@ impl KeyLanes {
 pub(crate) fn key_switch_sums(
     digits: &[Vec<u64>],
     key: &KeyLanes,
-    init_b: Option<&[u64]>,
+    init_b: &[u64],
 ) -> (Vec<u64>, Vec<u64>) {
     assert_eq!(digits.len(), key.digits, "one digit per key digit");
-    let len = key.values.len() / (2 * key.digits.max(1));
+    let len = key.values.len() / (2 * key.digits);
+    debug_assert!(digits.iter().all(|digit| digit.len() == len), "digits as long as the key");
     let (mut a, mut b) = (Vec::with_capacity(len), Vec::with_capacity(len));
     key_switch_lanes(digits, &key.values, &mut a, &mut b);
-    if let Some(init) = init_b {
-        b.iter_mut().zip(init).for_each(|(o, &i)| *o = add_mod_q(*o, i));
-    }
+    b.iter_mut().zip(init_b).for_each(|(o, &i)| *o = add_mod_q(*o, i));
     (a, b)
 }
 
-// Index loops, as in `products_of_chunk`: the shape that vectorises.
-#[allow(clippy::needless_range_loop)]
 #[multiversion(targets("x86_64+avx512f+avx512vl", "x86_64+avx2"))]
 fn key_switch_lanes(digits: &[Vec<u64>], key: &[u64], out_a: &mut Vec<u64>, out_b: &mut Vec<u64>) {
     let count = digits.len();
-    if count == 0 {
-        return;
-    }
     for (group, key_group) in key.chunks_exact(count * 2 * LANES).enumerate() {
         let slot = group * LANES;
-        let mut total = [[0u64; LANES]; 2];
-        for (index, first) in (0..count).step_by(MAX_TERMS).enumerate() {
-            let last = count.min(first + MAX_TERMS);
-            let mut lazy = [[[0u64; LANES]; 3]; 2];
-            for d in first..last {
-                let y = lanes_at(&digits[d], slot);
-                for half in 0..2 {
-                    let x = lanes_at(key_group, (2 * d + half) * LANES);
-                    for lane in 0..LANES {
-                        let (x_lo, x_hi) = (x[lane] & LOW_32, x[lane] >> 32);
-                        let (y_lo, y_hi) = (y[lane] & LOW_32, y[lane] >> 32);
-                        lazy[half][0][lane] += x_lo * y_lo;
-                        lazy[half][1][lane] += x_lo * y_hi + x_hi * y_lo;
-                        lazy[half][2][lane] += x_hi * y_hi;
-                    }
-                }
-            }
-            for half in 0..2 {
-                for lane in 0..LANES {
-                    let [low, mid, high] = &lazy[half];
-                    let reduced = reduce_limbs(low[lane], mid[lane], high[lane]);
-                    total[half][lane] =
-                        if index == 0 { reduced } else { add_mod_q(total[half][lane], reduced) };
-                }
-            }
-        }
-        out_a.extend_from_slice(&total[0]);
-        out_b.extend_from_slice(&total[1]);
+        let [a, b] = slot_group_sums(count, |d| {
+            let halves =
+                [lanes_at(key_group, 2 * d * LANES), lanes_at(key_group, (2 * d + 1) * LANES)];
+            (lanes_at(&digits[d], slot), halves)
+        });
+        out_a.extend_from_slice(&a);
+        out_b.extend_from_slice(&b);
     }
 }
 
@@ -380,13 +371,10 @@ mod tests {
                 (0..count).map(|t| extreme_or_uniform(&mut rng, t)).collect();
             let key_b: Vec<Vec<u64>> =
                 (0..count).map(|t| extreme_or_uniform(&mut rng, t)).collect();
-            let scaled = |polys: &[Vec<u64>]| -> Vec<Vec<u64>> {
-                polys.iter().map(|p| p.iter().map(|&v| split_scaled(v)).collect()).collect()
-            };
-            let key = KeyLanes::new(&scaled(&key_a), &scaled(&key_b));
+            let key = KeyLanes::of_residues(&key_a, &key_b);
             let split_digits: Vec<Vec<u64>> = digits.iter().map(|d| split_all(d)).collect();
             let init = uniform(&mut rng, len);
-            let (a, b) = key_switch_sums(&split_digits, &key, Some(&init));
+            let (a, b) = key_switch_sums(&split_digits, &key, &init);
             for i in 0..len {
                 let pairs = |key: &[Vec<u64>]| -> Vec<(u64, u64)> {
                     digits.iter().zip(key).map(|(d, k)| (d[i], k[i])).collect()

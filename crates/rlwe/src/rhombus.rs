@@ -16,8 +16,11 @@
 //!   Tr_(K/K_u)(accumulator) = Delta (W x) restricted to the accumulator's rows, at Y^p, Y = X^S
 //!   (the g0 conjugates invert the Galois-Vandermonde system of K_u over K_h: README).
 //! * Output side: the PackLWEs tree (Chen-Dai-Kim-Song) over the accumulators, placed at stride
-//!   S / slots in bit-reversed order, computes all the traces and merges them: one ciphertext
-//!   per N outputs, row p of accumulator i at coefficient p S + bitrev(i) (S / slots).
+//!   S / slots in bit-reversed order, computes the traces and merges them: one ciphertext per
+//!   N outputs, row p of accumulator i at coefficient p S + bitrev(i) (S / slots). Where a
+//!   node has one side empty its trace step is left out (it would clear only coefficients
+//!   that carry no row), and with it its doubling: the weights are divided by 2 per merge
+//!   above the accumulator instead of by S.
 //!
 //! Column parts: the columns may be uploaded as several ciphertexts (one per N columns, then
 //! the rest padded or split into a power of two and what remains: 576 = 512 + 64), each with
@@ -443,18 +446,20 @@ impl RhombusPlan {
     /// key switches whose noise a row's result carries (each doubled by the merges above it).
     fn tree_depth(&self) -> u32 {
         (0..self.result_cts())
-            .filter_map(|block| self.tree(block).2.into_iter().max())
+            .filter_map(|block| self.tree(block).1.into_iter().max())
             .max()
             .unwrap_or(0)
     }
 
-    /// [`tree_merges`] of `block`'s packing tree.
-    fn tree(&self, block: usize) -> (bool, usize, Vec<u32>) {
+    /// `block`'s packing tree ([`tree_merges`]): its key switches and the merges above each
+    /// slot.
+    fn tree(&self, block: usize) -> (usize, Vec<u32>) {
         let mut occupied = vec![false; self.stride()];
         for accumulator in 0..self.accumulators(block) {
             occupied[self.slot(block, accumulator)] = true;
         }
-        tree_merges(&occupied)
+        let (_, switches, merges) = tree_merges(&occupied);
+        (switches, merges)
     }
 
     /// Automorphism exponents of the input conjugates (1 + j 2^(h+1), j = 1..g0, of every part;
@@ -476,9 +481,9 @@ impl RhombusPlan {
     }
 
     /// Key switches per input vector: g0 - 1 hoisted input conjugates per part, plus one per
-    /// non-empty internal node of each block's tree.
+    /// node of each block's tree with both sides occupied.
     pub fn key_switches(&self) -> (usize, usize) {
-        let tree = (0..self.result_cts()).map(|block| self.tree(block).1).sum();
+        let tree = (0..self.result_cts()).map(|block| self.tree(block).0).sum();
         let input = self.parts.iter().map(|part| self.part_g0(part) - 1).sum();
         (input, tree)
     }
@@ -627,7 +632,7 @@ fn check_weights(
 }
 
 /// omega'_ij = sum_(p, a) W\[row(i, p)\]\[start + a\] X^(p S - a g_j) over the columns of
-/// `part`, as signed integers (before S^-1).
+/// `part`, as signed integers (before the division by the tree's factor).
 fn twisted_weights(
     plan: &RhombusPlan,
     weights: &[i8],
@@ -944,16 +949,7 @@ pub struct RhombusKeys {
     /// slot and permutes only its result (2 gathers per slot instead of one per digit).
     /// Laid out for [`key_switch_sums`], as are the tree keys.
     prepared: OnceLock<HashMap<usize, PreparedKey>>,
-    tree_split: OnceLock<HashMap<usize, KeyLanes>>,
-}
-
-/// A key's digit polynomials (a and b parts, NTT form), split, scaled and laid out for
-/// [`key_switch_sums`].
-fn key_lanes(key_a: &[Vec<u64>], key_b: &[Vec<u64>]) -> KeyLanes {
-    let scaled = |polys: &[Vec<u64>]| -> Vec<Vec<u64>> {
-        polys.iter().map(|p| p.iter().map(|&v| split_scaled(v)).collect()).collect()
-    };
-    KeyLanes::new(&scaled(key_a), &scaled(key_b))
+    tree_lanes: OnceLock<HashMap<usize, KeyLanes>>,
 }
 
 struct PreparedKey {
@@ -963,7 +959,7 @@ struct PreparedKey {
 
 impl RhombusKeys {
     pub fn from_parts(input: Option<GaloisKeys>, tree: GaloisKeys) -> Self {
-        Self { input, tree, prepared: OnceLock::new(), tree_split: OnceLock::new() }
+        Self { input, tree, prepared: OnceLock::new(), tree_lanes: OnceLock::new() }
     }
 
     pub fn input(&self) -> Option<&GaloisKeys> {
@@ -1019,7 +1015,7 @@ impl RhombusKeys {
                             })
                             .collect()
                     };
-                    let key = key_lanes(&permute(a), &permute(b));
+                    let key = KeyLanes::of_residues(&permute(a), &permute(b));
                     (k, PreparedKey { key, permutation })
                 })
                 .collect()
@@ -1027,10 +1023,10 @@ impl RhombusKeys {
     }
 
     /// The tree keys in split form, built once.
-    fn tree_split(&self) -> &HashMap<usize, KeyLanes> {
-        self.tree_split.get_or_init(|| {
+    fn tree_lanes(&self) -> &HashMap<usize, KeyLanes> {
+        self.tree_lanes.get_or_init(|| {
             let keys: Vec<(usize, KeyNtt<'_>)> = self.tree.keys_ntt().collect();
-            keys.into_par_iter().map(|(k, (a, b))| (k, key_lanes(a, b))).collect()
+            keys.into_par_iter().map(|(k, (a, b))| (k, KeyLanes::of_residues(a, b))).collect()
         })
     }
 
@@ -1093,8 +1089,9 @@ impl ScaledVector {
 pub struct RhombusMatrix {
     params: Params,
     plan: RhombusPlan,
-    /// Per block: NTT(S^-1 omega'_ij) of every accumulator and conjugate; unscaled, N values
-    /// each, split and scaled for [`block_products`].
+    /// Per block: NTT(2^-m omega'_ij) of every accumulator and conjugate (m: the merges above
+    /// the accumulator in the tree); unscaled, N values each, split and scaled for
+    /// [`block_products`].
     weights: Vec<BlockWeights>,
     energy: NoiseEnergy,
     automorphisms: Automorphisms,
@@ -1118,7 +1115,7 @@ impl RhombusMatrix {
         // The tree doubles what an accumulator carries at each merge above it: its weights
         // are divided by that in advance, 2^-m = q - (q - 1) / 2^m (q = 1 mod 2^32).
         let merges: Vec<Vec<u32>> =
-            (0..plan.result_cts()).map(|block| plan.tree(block).2).collect();
+            (0..plan.result_cts()).map(|block| plan.tree(block).1).collect();
         let inverse_factor = |block: usize, accumulator: usize| {
             Q - ((Q - 1) >> merges[block][plan.slot(block, accumulator)])
         };
@@ -1139,10 +1136,11 @@ impl RhombusMatrix {
         let mut polys: Vec<Vec<u64>> = jobs
             .into_par_iter()
             .map(|(block, accumulator, part, j)| {
+                let factor = inverse_factor(block, accumulator);
                 let mut poly: Vec<u64> =
                     twisted_weights(plan, weights_row_major, block, accumulator, part, j)
                         .into_iter()
-                        .map(|w| mul_mod(to_residue(w), inverse_factor(block, accumulator)))
+                        .map(|w| mul_mod(to_residue(w), factor))
                         .collect();
                 params.ntt().forward(&mut poly);
                 poly.into_iter().map(split_scaled).collect()
@@ -1451,7 +1449,7 @@ impl RhombusMatrix {
             conjugates.iter().map(|ct| [ct.a.as_slice(), ct.b.as_slice()]).collect();
         let accumulators =
             block_products(&self.weights[block], &halves).into_iter().map(|[a, b]| NttCt { a, b });
-        let tree_keys = keys.tree_split();
+        let tree_keys = keys.tree_lanes();
         let switch = |ct: &NttCt, k: usize| -> Result<NttCt, RlweError> {
             let key = tree_keys.get(&k).ok_or_else(|| RlweError::LayoutMismatch {
                 what: "Galois keys",
@@ -1644,7 +1642,7 @@ fn switch_rotated(
     b_scaled: &[u64],
     permutation: &[u32],
 ) -> NttCt {
-    let (a, b) = key_switch_sums(digits, key, Some(&permute(b_scaled, permutation)));
+    let (a, b) = key_switch_sums(digits, key, &permute(b_scaled, permutation));
     NttCt { a, b }
 }
 
@@ -1652,7 +1650,7 @@ fn switch_rotated(
 /// slot (slot m of the rotated ciphertext is slot perm^-1(m) of the result), then the sums and
 /// ct.b are permuted once: slot i of the result is slot perm(i) of the sums.
 fn switch_hoisted(digits: &[Vec<u64>], key: &PreparedKey, b_scaled: &[u64]) -> NttCt {
-    let (a, b) = key_switch_sums(digits, &key.key, Some(b_scaled));
+    let (a, b) = key_switch_sums(digits, &key.key, b_scaled);
     NttCt { a: permute(&a, &key.permutation), b: permute(&b, &key.permutation) }
 }
 
