@@ -2395,6 +2395,17 @@ mod tests {
     }
 
     #[test]
+    fn tree_merges_count_only_nodes_with_both_sides_occupied() {
+        // Two accumulators at spacing 2: one merge; the top node has an empty side.
+        assert_eq!(tree_merges(&[true, false, true, false]), (true, 1, vec![1, 0, 1, 0]));
+        // Three of four slots: slots 0 and 2 merge below, slot 1 passes its empty-sided node
+        // unchanged, and the top merges both halves.
+        assert_eq!(tree_merges(&[true, true, true, false]), (true, 2, vec![2, 1, 2, 1]));
+        assert_eq!(tree_merges(&[false; 8]), (false, 0, vec![0; 8]));
+        assert_eq!(tree_merges(&[true; 8]), (true, 7, vec![3; 8]));
+    }
+
+    #[test]
     fn plans_reject_impossible_choices() {
         let params = i8_params(576);
         assert!(RhombusPlan::new(&params, 0, 5, 0, 54, 0, 9).is_err());
