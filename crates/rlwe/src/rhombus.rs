@@ -666,6 +666,9 @@ fn twisted_weights(
 struct NoiseEnergy {
     fresh: f64,
     input_key_switch: f64,
+    /// [`RhombusPlan::tree_depth`], which the digit bases do not change: worked out once here
+    /// rather than on every margin check (each `apply` checks its keys' margin).
+    tree_depth: u32,
 }
 
 impl NoiseEnergy {
@@ -716,7 +719,7 @@ impl NoiseEnergy {
                 input_key_switch = input_key_switch.max(accumulator_switch);
             }
         }
-        Self { fresh, input_key_switch }
+        Self { fresh, input_key_switch, tree_depth: plan.tree_depth() }
     }
 
     fn sigmas(&self, params: &Params, plan: &RhombusPlan) -> f64 {
@@ -725,7 +728,7 @@ impl NoiseEnergy {
             self.fresh,
             self.input_key_switch,
             plan.input_digit_bits,
-            plan.tree_depth(),
+            self.tree_depth,
             plan.tree_digit_bits,
         )
     }
@@ -737,7 +740,8 @@ impl NoiseEnergy {
 /// Cauchy-Schwarz), E the largest energy of a row's columns in the part (at most
 /// (127/128) B, and 127^2 per column).
 pub fn rhombus_worst_case_noise_sigmas(params: &Params, plan: &RhombusPlan) -> f64 {
-    let mut energy = NoiseEnergy { fresh: 0.0, input_key_switch: 0.0 };
+    let mut energy =
+        NoiseEnergy { fresh: 0.0, input_key_switch: 0.0, tree_depth: plan.tree_depth() };
     for part in &plan.parts {
         let row = params.worst_row_energy().min(127.0 * 127.0 * part.len as f64);
         let g0 = plan.part_g0(part) as f64;
