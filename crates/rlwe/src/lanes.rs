@@ -84,18 +84,25 @@ impl BlockWeights {
             len.is_multiple_of(LANES) && polys.iter().all(|p| p.len() == len),
             "one length of slots"
         );
-        let mut values = Vec::with_capacity(polys.len() * len);
-        for group in 0..len / LANES {
-            for poly in polys {
-                values.extend_from_slice(&poly[group * LANES..][..LANES]);
-            }
-        }
+        let values = by_slot_group(polys.iter().map(Vec::as_slice), len);
         Self { accumulators, terms: polys.len() / accumulators, values }
     }
 
     pub(crate) fn memory_bytes(&self) -> usize {
         self.values.len() * size_of::<u64>()
     }
+}
+
+/// `polys` (each `len` values, a multiple of [`LANES`]) interleaved slot group by slot group:
+/// the first group of every polynomial in order, then the second, and so on.
+fn by_slot_group<'a>(polys: impl Iterator<Item = &'a [u64]> + Clone, len: usize) -> Vec<u64> {
+    let mut values = Vec::with_capacity(polys.clone().count() * len);
+    for group in 0..len / LANES {
+        for poly in polys.clone() {
+            values.extend_from_slice(&poly[group * LANES..][..LANES]);
+        }
+    }
+    values
 }
 
 /// For every accumulator r of the block, the reduced sums over its terms t of weight (r, t)
@@ -254,14 +261,8 @@ impl KeyLanes {
                 && a.iter().chain(b).all(|p| p.len() == len),
             "a and b parts of one length for each of at least one digit"
         );
-        let mut values = Vec::with_capacity(2 * a.len() * len);
-        for group in 0..len / LANES {
-            for (a, b) in a.iter().zip(b) {
-                values.extend_from_slice(&a[group * LANES..][..LANES]);
-                values.extend_from_slice(&b[group * LANES..][..LANES]);
-            }
-        }
-        Self { digits: a.len(), values }
+        let parts = a.iter().zip(b).flat_map(|(a, b)| [a.as_slice(), b.as_slice()]);
+        Self { digits: a.len(), values: by_slot_group(parts, len) }
     }
 }
 
